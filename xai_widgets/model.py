@@ -151,6 +151,7 @@ class ModelAdapter:
         self._explicit_size = input_size is not None
         self.input_size = tuple(input_size) if input_size is not None else (channels or 3, 224, 224)
         self._catalogue: list[LayerInfo] | None = None
+        self._params: Mapping[str, Tensor] | None = None
         self._num_classes: int | None = len(self.labels) if self.labels else None
 
     # ------------------------------------------------------------------ basics
@@ -406,8 +407,24 @@ class ModelAdapter:
         return self.replace_output(layer, lambda out: torch.where(mask.to(out.device), values.to(out), out))
 
     # --------------------------------------------------------------- running
+    @contextlib.contextmanager
+    def using_params(self, params: Mapping[str, Tensor] | None) -> Iterator[None]:
+        """Within the block every forward (so every method) runs with ``params`` substituted (sanity checks).
+
+        The substitution goes through ``torch.func.functional_call``; the module's own tensors are untouched,
+        and module hooks (rules, capture) still fire.
+        """
+        previous = self._params
+        try:
+            self._params = params
+            yield
+        finally:
+            self._params = previous
+
     def forward(self, x: Tensor, params: Mapping[str, Tensor] | None = None) -> Tensor:
-        """Logits of ``x``; with ``params``, computed with those parameters/buffers via ``functional_call``."""
+        """Logits of ``x``; with ``params`` (or inside :meth:`using_params`), computed with those parameters and
+        buffers via ``functional_call``."""
+        params = self._params if params is None else params
         if params is None:
             return self.model(x)
         return torch.func.functional_call(self.model, dict(params), (x,), strict=False)

@@ -39,7 +39,7 @@ def input_x_gradient(adapter: ModelAdapter, x: Tensor, target) -> Tensor:
     return x * input_gradient(adapter, x, target)[0]
 
 
-def quadrature(steps: int, method: str = "gausslegendre") -> tuple[Tensor, Tensor]:
+def quadrature_rule(steps: int, method: str = "gausslegendre") -> tuple[Tensor, Tensor]:
     """Nodes α in [0, 1] and weights for ∫₀¹ g(α) dα, with Captum's names and conventions."""
     if not isinstance(steps, int) or steps < 1:
         raise MethodError(f"steps must be a positive int, got {steps!r}")
@@ -92,17 +92,19 @@ def integrated_gradients(
     baseline: float | Tensor | None = None,
     steps: int = 50,
     batch_size: int | None = None,
-    method: str = "gausslegendre",
+    quadrature: str = "gausslegendre",
     progress: Progress = None,
 ) -> Explanation:
     """Integrated Gradients (Sundararajan et al. 2017): (x − x′) · ∫₀¹ ∇f(x′ + α(x − x′)) dα.
 
-    ``baseline`` x′ defaults to zeros (Captum's default); ``method`` is the quadrature. All N·steps points
+    ``baseline`` x′ defaults to zeros (Captum's default); ``quadrature`` is Captum's ``method`` (see
+    :func:`quadrature_rule`; our ``riemann_trapezoid`` is the exact composite trapezoid rule, whose weights sum
+    to 1, where Captum's sum to (steps − 1)/steps). All N·steps points
     are evaluated in chunks of ``batch_size`` rows (default: all at once up to 256 rows). The Explanation's
     ``extras['convergence_delta']`` is Σ attribution − (f(x) − f(x′)) per sample (completeness).
     """
     base = _baseline(x, baseline)
-    alphas, weights = quadrature(steps, method)
+    alphas, weights = quadrature_rule(steps, quadrature)
     alphas, weights = alphas.to(x.device, x.dtype), weights.to(x.device, x.dtype)
     n = x.shape[0]
     rows = batch_size or max(1, min(256, n * steps))
@@ -133,7 +135,7 @@ def integrated_gradients(
         target=target if isinstance(target, Tensor) else None,
         score=f_x,
         pixel=attribution,
-        options={"baseline": baseline, "steps": steps, "method": method},
+        options={"baseline": baseline, "steps": steps, "quadrature": quadrature},
         extras={"convergence_delta": delta},
     )
 
