@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: test lab lint bench chromium
+.PHONY: test lab lint bench bench-widgets chromium
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -31,3 +31,6 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m pip install -c constraints.txt -e ".[bench]"
 	$(PY) benchmarks/attribution.py
+
+bench-widgets: $(STAMP) chromium
+	$(PY) benchmarks/widget_latency.py
