@@ -1,1 +1,375 @@
-export default { render() {} };
+// HeatmapView front end (anywidget ESM). See xai_widgets/widgets/heatmap.py for the traits.
+//
+// The picture (H×W×3 uint8) and the map (h×w float16, times values_scale) arrive as binary buffers.
+// Colormap, opacity, clipping, smoothing and the readout under the mouse are computed here; the view's own
+// controls never call model.save_changes(), so using them sends nothing to the kernel.
+// For tests and benchmarks the canvas carries data-paints (paint count), data-maps (maps received),
+// data-paint-ms (last paint's duration), data-painted-at (performance.now() at the end of the last paint) and
+// data-map-painted-at (the same, for the first paint of the latest map).
+
+const STYLE = `
+.xai-heatmap { display: inline-flex; flex-direction: column; gap: 4px; font: 12px sans-serif;
+  color: var(--jp-ui-font-color1, #222); margin: 2px; }
+.xai-heatmap-title { font-weight: 600; min-height: 1em; }
+.xai-heatmap-stage { position: relative; line-height: 0; }
+.xai-heatmap-canvas { display: block; background: #ddd; cursor: crosshair; }
+.xai-heatmap-progress { position: absolute; left: 0; bottom: 0; height: 4px; background: #2a7ae2; }
+.xai-heatmap-tools { display: flex; flex-wrap: wrap; gap: 4px; align-items: center; }
+.xai-heatmap-tools select, .xai-heatmap-tools button { font-size: 11px; }
+.xai-heatmap-tools input[type=range] { width: 70px; }
+.xai-heatmap-bar { display: flex; align-items: center; gap: 4px; font-size: 10px; }
+.xai-heatmap-readout, .xai-heatmap-status { font-size: 11px; min-height: 1.2em; white-space: nowrap; }
+.xai-heatmap-error { color: #a00; background: #fee; border: 1px solid #e99; padding: 3px 5px;
+  white-space: pre-wrap; max-width: 320px; line-height: 1.3; }
+`;
+
+// float16 → float32 for every 16-bit pattern, built once.
+const HALF = (() => {
+  const table = new Float32Array(65536);
+  for (let h = 0; h < 65536; h++) {
+    const sign = h & 0x8000 ? -1 : 1;
+    const exponent = (h >> 10) & 0x1f;
+    const fraction = h & 0x3ff;
+    if (exponent === 0) table[h] = sign * 2 ** -14 * (fraction / 1024);
+    else if (exponent === 31) table[h] = fraction ? NaN : sign * Infinity;
+    else table[h] = sign * 2 ** (exponent - 15) * (1 + fraction / 1024);
+  }
+  return table;
+})();
+
+// A binary trait arrives as a DataView (live kernel) or ArrayBuffer/typed array (restored state).
+function bytesOf(value) {
+  if (!value) return new Uint8Array(0);
+  if (value instanceof Uint8Array) return value;
+  if (ArrayBuffer.isView(value)) return new Uint8Array(value.buffer, value.byteOffset, value.byteLength);
+  if (value instanceof ArrayBuffer) return new Uint8Array(value);
+  return new Uint8Array(0);
+}
+
+function element(tag, className, parent) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (parent) parent.appendChild(node);
+  return node;
+}
+
+function format(value) {
+  if (value === 0) return "0";
+  const magnitude = Math.abs(value);
+  return magnitude >= 1e-3 && magnitude < 1e4 ? value.toPrecision(3) : value.toExponential(2);
+}
+
+// Linear interpolation between order statistics, as numpy.percentile.
+function percentileOf(sorted, p) {
+  const position = (p / 100) * (sorted.length - 1);
+  const low = Math.floor(position);
+  const high = Math.min(low + 1, sorted.length - 1);
+  return sorted[low] + (sorted[high] - sorted[low]) * (position - low);
+}
+
+// Python's defaults, for traits a saved widget state may have left out.
+const DEFAULTS = {
+  image_shape: [0, 0], values_shape: [0, 0], values_scale: 1, signed: true, title: "", colormap: "auto",
+  opacity: 0.6, clip: "percentile", percentile: 99.5, smoothing: "bilinear", size: 224, show_controls: true,
+  error: "", status: "", progress: null, _colormap_names: [], _colormap_kinds: [],
+};
+
+function render({ model: widgetModel, el }) {
+  const model = {
+    get: (name) => {
+      const value = widgetModel.get(name);
+      return value === undefined ? DEFAULTS[name] : value;
+    },
+    on: (event, callback) => widgetModel.on(event, callback),
+    off: (event, callback) => widgetModel.off(event, callback),
+  };
+  const root = element("div", "xai-heatmap", el);
+  element("style", "", root).textContent = STYLE;
+  const title = element("div", "xai-heatmap-title", root);
+  const tools = element("div", "xai-heatmap-tools", root);
+  const colormapSelect = element("select", "xai-heatmap-colormap", tools);
+  colormapSelect.title = "colormap";
+  const opacityInput = element("input", "xai-heatmap-opacity", tools);
+  Object.assign(opacityInput, { type: "range", min: "0", max: "1", step: "0.01", title: "opacity" });
+  const clipSelect = element("select", "xai-heatmap-clip", tools);
+  clipSelect.title = "colour range";
+  const smoothingSelect = element("select", "xai-heatmap-smoothing", tools);
+  smoothingSelect.title = "scaling";
+  for (const mode of ["bilinear", "nearest"]) element("option", "", smoothingSelect).textContent = mode;
+  const saveButton = element("button", "xai-heatmap-save", tools);
+  saveButton.textContent = "PNG";
+  saveButton.title = "save the view as PNG";
+  const stage = element("div", "xai-heatmap-stage", root);
+  const canvas = element("canvas", "xai-heatmap-canvas", stage);
+  canvas.dataset.paints = "0";
+  canvas.dataset.maps = "0";
+  const progressBar = element("div", "xai-heatmap-progress", stage);
+  const bar = element("div", "xai-heatmap-bar", root);
+  const barLow = element("span", "", bar);
+  const barCanvas = element("canvas", "xai-heatmap-colorbar", bar);
+  Object.assign(barCanvas, { width: 128, height: 8 });
+  const barHigh = element("span", "", bar);
+  const readout = element("div", "xai-heatmap-readout", root);
+  const status = element("div", "xai-heatmap-status", root);
+  const errorBox = element("div", "xai-heatmap-error", root);
+  errorBox.setAttribute("role", "alert");
+
+  // Display choices: start from the model, then owned by the view (Python changes still arrive).
+  const view = {
+    colormap: model.get("colormap"),
+    opacity: model.get("opacity"),
+    clip: model.get("clip"),
+    percentile: model.get("percentile"),
+    smoothing: model.get("smoothing"),
+  };
+  let picture = null; // canvas at the picture's resolution
+  let values = null; // Float32Array, original scale
+  let mapShape = [0, 0];
+  let sorted = null; // sorted |values|, built on first percentile use
+  let overlay = null; // canvas at the map's resolution, coloured
+  let limit = 1;
+  let tables = null;
+
+  function loadTables() {
+    const bytes = bytesOf(model.get("_colormap_tables"));
+    const names = model.get("_colormap_names");
+    const kinds = model.get("_colormap_kinds");
+    tables = {};
+    names.forEach((name, i) => {
+      tables[name] = { kind: kinds[i], rgb: bytes.subarray(i * 768, (i + 1) * 768) };
+    });
+    colormapSelect.replaceChildren();
+    for (const name of ["auto", ...names]) element("option", "", colormapSelect).textContent = name;
+  }
+
+  function colormapName() {
+    if (view.colormap !== "auto" && tables[view.colormap]) return view.colormap;
+    return model.get("signed") ? "RdBu" : "inferno";
+  }
+
+  function loadPicture() {
+    const [height, width] = model.get("image_shape");
+    const bytes = bytesOf(model.get("image"));
+    picture = null;
+    if (!height || !width || bytes.length !== height * width * 3) return;
+    const rgba = new ImageData(width, height);
+    for (let i = 0, j = 0; i < bytes.length; i += 3, j += 4) {
+      rgba.data[j] = bytes[i];
+      rgba.data[j + 1] = bytes[i + 1];
+      rgba.data[j + 2] = bytes[i + 2];
+      rgba.data[j + 3] = 255;
+    }
+    picture = document.createElement("canvas");
+    Object.assign(picture, { width, height });
+    picture.getContext("2d").putImageData(rgba, 0, 0);
+  }
+
+  function loadValues() {
+    const [height, width] = model.get("values_shape");
+    const bytes = bytesOf(model.get("values"));
+    values = null;
+    sorted = null;
+    mapShape = [height, width];
+    if (!height || !width || bytes.length !== height * width * 2) return;
+    const halves = new Uint16Array(bytes.slice().buffer);
+    const scale = model.get("values_scale");
+    values = new Float32Array(halves.length);
+    for (let i = 0; i < halves.length; i++) values[i] = HALF[halves[i]] * scale;
+    canvas.dataset.maps = String(Number(canvas.dataset.maps) + 1);
+  }
+
+  function colour() {
+    overlay = null;
+    if (!values) return;
+    if (view.clip === "percentile") {
+      if (!sorted) sorted = Float32Array.from(values, Math.abs).sort();
+      limit = percentileOf(sorted, view.percentile);
+    } else {
+      limit = 0;
+      for (let i = 0; i < values.length; i++) limit = Math.max(limit, Math.abs(values[i]));
+    }
+    if (!(limit > 0)) limit = 1;
+    const table = tables[colormapName()];
+    const diverging = table.kind === "diverging";
+    const [height, width] = mapShape;
+    const rgba = new ImageData(width, height);
+    for (let i = 0; i < values.length; i++) {
+      const v = values[i] / limit;
+      const t = diverging ? 0.5 + 0.5 * Math.max(-1, Math.min(1, v)) : Math.min(1, Math.abs(v));
+      const k = Math.round(t * 255) * 3;
+      rgba.data[4 * i] = table.rgb[k];
+      rgba.data[4 * i + 1] = table.rgb[k + 1];
+      rgba.data[4 * i + 2] = table.rgb[k + 2];
+      rgba.data[4 * i + 3] = 255;
+    }
+    overlay = document.createElement("canvas");
+    Object.assign(overlay, { width, height });
+    overlay.getContext("2d").putImageData(rgba, 0, 0);
+    drawColorbar(table, diverging);
+  }
+
+  function drawColorbar(table, diverging) {
+    const context = barCanvas.getContext("2d");
+    const strip = new ImageData(128, 1);
+    for (let x = 0; x < 128; x++) {
+      const k = Math.round((x / 127) * 255) * 3;
+      strip.data.set([table.rgb[k], table.rgb[k + 1], table.rgb[k + 2], 255], 4 * x);
+    }
+    for (let y = 0; y < barCanvas.height; y++) context.putImageData(strip, 0, y);
+    barLow.textContent = diverging ? format(-limit) : "0";
+    barHigh.textContent = (diverging ? "" : "|v| ") + format(limit);
+  }
+
+  function paint() {
+    const start = performance.now();
+    const source = picture || overlay;
+    const size = model.get("size");
+    const [height, width] = source ? [source.height, source.width] : [1, 1];
+    const displayWidth = Math.max(1, Math.round(size));
+    const displayHeight = Math.max(1, Math.round((size * height) / width));
+    if (canvas.width !== displayWidth) canvas.width = displayWidth;
+    if (canvas.height !== displayHeight) canvas.height = displayHeight;
+    const context = canvas.getContext("2d");
+    context.imageSmoothingEnabled = view.smoothing !== "nearest";
+    context.globalAlpha = 1;
+    context.clearRect(0, 0, displayWidth, displayHeight);
+    if (picture) context.drawImage(picture, 0, 0, displayWidth, displayHeight);
+    if (overlay) {
+      context.globalAlpha = picture ? view.opacity : 1;
+      context.drawImage(overlay, 0, 0, displayWidth, displayHeight);
+      context.globalAlpha = 1;
+    }
+    bar.style.visibility = overlay ? "visible" : "hidden";
+    const end = performance.now();
+    canvas.dataset.paints = String(Number(canvas.dataset.paints) + 1);
+    canvas.dataset.paintMs = (end - start).toFixed(3);
+    canvas.dataset.paintedAt = end.toFixed(3);
+  }
+
+  function syncControls() {
+    colormapSelect.value = view.colormap;
+    opacityInput.value = String(view.opacity);
+    const clipValue = view.clip === "symmetric" ? "symmetric" : `p${view.percentile}`;
+    const choices = ["symmetric", "p99.9", "p99.5", "p99", "p95", "p90"];
+    if (!choices.includes(clipValue)) choices.push(clipValue);
+    clipSelect.replaceChildren();
+    for (const choice of choices) {
+      const option = element("option", "", clipSelect);
+      option.value = choice;
+      option.textContent = choice === "symmetric" ? "max |v|" : `${choice.slice(1)}th pct`;
+    }
+    clipSelect.value = clipValue;
+    smoothingSelect.value = view.smoothing;
+  }
+
+  function showText() {
+    title.textContent = model.get("title");
+    const message = model.get("error");
+    errorBox.textContent = message;
+    errorBox.style.display = message ? "block" : "none";
+    status.textContent = model.get("status");
+    const progress = model.get("progress");
+    progressBar.style.display = progress === null || progress === undefined ? "none" : "block";
+    progressBar.style.width = `${Math.round(100 * Math.max(0, Math.min(1, progress || 0)))}%`;
+    tools.style.display = model.get("show_controls") ? "flex" : "none";
+    canvas.style.opacity = message ? "0.4" : "1";
+  }
+
+  // Model changes arrive as a burst of events (one per trait); coalesce them into one repaint.
+  const dirty = new Set();
+  let scheduled = false;
+  function mark(what) {
+    dirty.add(what);
+    if (!scheduled) {
+      scheduled = true;
+      queueMicrotask(flush);
+    }
+  }
+  function flush() {
+    scheduled = false;
+    if (dirty.has("tables")) loadTables();
+    if (dirty.has("picture")) loadPicture();
+    if (dirty.has("values")) loadValues();
+    if (dirty.has("tables") || dirty.has("controls")) syncControls();
+    if (["tables", "values", "colour"].some((d) => dirty.has(d))) colour();
+    showText();
+    const newMap = dirty.has("values") && values !== null;
+    dirty.clear();
+    paint();
+    if (newMap) canvas.dataset.mapPaintedAt = canvas.dataset.paintedAt;
+  }
+
+  const listeners = [];
+  const listen = (names, callback) => {
+    for (const name of names) listeners.push([`change:${name}`, callback]);
+  };
+  listen(["_colormap_tables"], () => mark("tables"));
+  listen(["image", "image_shape"], () => mark("picture"));
+  listen(["values", "values_shape", "values_scale"], () => mark("values"));
+  listen(["signed"], () => mark("colour"));
+  listen(["title", "error", "status", "progress", "show_controls", "size"], () => mark("text"));
+  for (const name of ["colormap", "opacity", "clip", "percentile", "smoothing"]) {
+    listen([name], () => {
+      view[name] = model.get(name);
+      mark("controls");
+      mark("colour");
+    });
+  }
+  for (const [event, callback] of listeners) model.on(event, callback);
+
+  // The view's own controls: local only, never model.save_changes().
+  colormapSelect.addEventListener("change", () => {
+    view.colormap = colormapSelect.value;
+    colour();
+    paint();
+  });
+  opacityInput.addEventListener("input", () => {
+    view.opacity = Number(opacityInput.value);
+    paint();
+  });
+  clipSelect.addEventListener("change", () => {
+    if (clipSelect.value === "symmetric") view.clip = "symmetric";
+    else [view.clip, view.percentile] = ["percentile", Number(clipSelect.value.slice(1))];
+    colour();
+    paint();
+  });
+  smoothingSelect.addEventListener("change", () => {
+    view.smoothing = smoothingSelect.value;
+    paint();
+  });
+  saveButton.addEventListener("click", () => {
+    canvas.toBlob((blob) => {
+      const link = document.createElement("a");
+      link.href = URL.createObjectURL(blob);
+      link.download = `${(model.get("title") || "heatmap").replace(/[^\w.-]+/g, "_")}.png`;
+      link.click();
+      setTimeout(() => URL.revokeObjectURL(link.href), 1000);
+    }, "image/png");
+  });
+  canvas.addEventListener("mousemove", (event) => {
+    if (!values) return;
+    const box = canvas.getBoundingClientRect();
+    const fx = Math.min(0.999999, Math.max(0, (event.clientX - box.left) / box.width));
+    const fy = Math.min(0.999999, Math.max(0, (event.clientY - box.top) / box.height));
+    const [height, width] = mapShape;
+    const column = Math.floor(fx * width);
+    const row = Math.floor(fy * height);
+    let where = `x ${column}, y ${row}`;
+    if (picture && (picture.width !== width || picture.height !== height)) {
+      where += ` (image x ${Math.floor(fx * picture.width)}, y ${Math.floor(fy * picture.height)})`;
+    }
+    readout.textContent = `${where}: ${format(values[row * width + column])}`;
+  });
+  canvas.addEventListener("mouseleave", () => {
+    readout.textContent = "";
+  });
+
+  for (const what of ["tables", "picture", "values", "controls"]) dirty.add(what);
+  flush();
+
+  return () => {
+    for (const [event, callback] of listeners) model.off(event, callback);
+  };
+}
+
+export default { render };

@@ -87,7 +87,7 @@ def test_bad_targets_methods_layers_and_options(small_cnn, guard):
         with pytest.raises(xw.MethodError, match="accepted: .*steps"):
             xw.explain(small_cnn, x, 0, "integrated_gradients", n_step=3)
     adapter = ModelAdapter(small_cnn, input_size=(3, 16, 16))
-    with pytest.raises(xw.LayerError, match="did you mean 'features\.\d'"):
+    with pytest.raises(xw.LayerError, match=r"did you mean 'features\.\d'"):
         adapter.resolve_layer("features.O")
 
 

@@ -19,7 +19,48 @@ from .registry import MethodInfo, get_method, methods, register_method, unregist
 
 __version__ = "0.1.0"
 
+# Engine modules and widgets load on first use: ``import xai_widgets`` stays fast (no ipywidgets, bqplot).
+_LAZY = {
+    "camanim": ("xai_widgets.camanim", "camanim"),
+    "CAManimResult": ("xai_widgets.camanim", "CAManimResult"),
+    "LayerROAD": ("xai_widgets.camanim", "LayerROAD"),
+    "road": ("xai_widgets.metrics.road", "road"),
+    "ybroad": ("xai_widgets.metrics.road", "ybroad"),
+    "load_image": ("xai_widgets.images", "load_image"),
+    "AttributionExplorer": ("xai_widgets.widgets", "AttributionExplorer"),
+    "HeatmapView": ("xai_widgets.widgets", "HeatmapView"),
+    "ExplanationState": ("xai_widgets.widgets", "ExplanationState"),
+    "CAManimPlayer": ("xai_widgets.widgets.camanim_player", "CAManimPlayer"),
+    "SanityToggle": ("xai_widgets.widgets.sanity_toggle", "SanityToggle"),
+    "InteractionBars": ("xai_widgets.widgets.interaction_bars", "InteractionBars"),
+}
+_SUBMODULES = ("actspec", "data", "metrics", "sanity", "zoo", "widgets", "images", "export")
+
+
+def __getattr__(name: str):
+    import importlib
+
+    if name in _LAZY:
+        module, attribute = _LAZY[name]
+        return getattr(importlib.import_module(module), attribute)
+    if name in _SUBMODULES:
+        return importlib.import_module(f"xai_widgets.{name}")
+    raise AttributeError(f"module 'xai_widgets' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY) | set(_SUBMODULES))
+
+
 __all__ = [
+    "AttributionExplorer",
+    "CAManimPlayer",
+    "CAManimResult",
+    "HeatmapView",
+    "InteractionBars",
+    "SanityToggle",
+    "camanim",
+    "load_image",
     "Cancelled",
     "Explanation",
     "InputError",

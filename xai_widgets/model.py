@@ -172,6 +172,11 @@ class ModelAdapter:
         return torch.float32
 
     @property
+    def has_input_size(self) -> bool:
+        """True when the adapter was given an explicit ``input_size`` (images are then resized to it)."""
+        return self._explicit_size
+
+    @property
     def in_channels(self) -> int | None:
         """Channels the first convolution expects (None when the model has no convolution)."""
         for module in self.model.modules():
@@ -421,6 +426,11 @@ class ModelAdapter:
         finally:
             self._params = previous
 
+    @property
+    def params_override(self) -> Mapping[str, Tensor] | None:
+        """The parameters substituted by :meth:`using_params` (None outside it)."""
+        return self._params
+
     def forward(self, x: Tensor, params: Mapping[str, Tensor] | None = None) -> Tensor:
         """Logits of ``x``; with ``params`` (or inside :meth:`using_params`), computed with those parameters and
         buffers via ``functional_call``."""
@@ -504,7 +514,6 @@ class ModelAdapter:
         """
         entries = [self.resolve_layer(layer) for layer in layers]
         x = self.prepare(x)
-        target = self.resolve_target(target, x) if target is None else target
         acts: dict[str, Tensor] = {}
 
         def make_hook(name: str) -> Callable:

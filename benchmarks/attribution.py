@@ -1,0 +1,192 @@
+"""Time every registered method and the peers (Captum, zennit, pytorch-grad-cam) on the same model and input.
+
+Each time is reported as a ratio to the forward+backward floor: one forward and one ``autograd.grad`` with
+respect to the input, on the same model, batch and thread count, in the same run.
+
+    python benchmarks/attribution.py                       # resnet18 + vgg16, batch 1 and 8, 224×224, CPU
+    python benchmarks/attribution.py --models resnet18 --batches 1 --skip-expensive
+    python benchmarks/attribution.py --device cuda
+
+Weights are random (no download); the timings do not depend on them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import time
+import warnings
+from collections.abc import Callable
+
+import torch
+import torchvision
+
+import xai_widgets as xw
+
+warnings.filterwarnings("ignore")
+
+EXPENSIVE = {"scorecam", "ablationcam", "integrated_gradients", "smoothgrad", "vargrad"}
+
+
+def timed(fn: Callable[[], object], repeat: int, device: torch.device) -> float:
+    """Median wall time of ``fn`` in milliseconds, after one warm-up call."""
+    fn()
+    times = []
+    for _ in range(repeat):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)
+
+
+def floor(model: torch.nn.Module, x: torch.Tensor, target: torch.Tensor) -> Callable[[], object]:
+    def run() -> object:
+        inp = x.clone().requires_grad_(True)
+        return torch.autograd.grad(model(inp).gather(1, target[:, None]).sum(), inp)
+
+    return run
+
+
+def cam_layer(name: str, model: torch.nn.Module) -> tuple[str, torch.nn.Module]:
+    if name.startswith("resnet"):
+        return "layer4", model.layer4
+    return "features.29", model.features[29]
+
+
+def peers(name: str, model: torch.nn.Module, x: torch.Tensor, target: torch.Tensor) -> dict[str, tuple[str, Callable]]:
+    """Peer implementations keyed by our method name: (label, callable)."""
+    out: dict[str, tuple[str, Callable]] = {}
+    t = target.tolist()
+    try:
+        from captum.attr import Deconvolution, GuidedBackprop, InputXGradient, IntegratedGradients, Saliency
+
+        out["saliency"] = ("captum Saliency", lambda: Saliency(model).attribute(x, target=t, abs=False))
+        out["input_x_gradient"] = ("captum InputXGradient", lambda: InputXGradient(model).attribute(x, target=t))
+        out["integrated_gradients"] = (
+            "captum IG",
+            lambda: IntegratedGradients(model).attribute(x, target=t, n_steps=50, internal_batch_size=64),
+        )
+        out["guided_backprop"] = ("captum GuidedBackprop", lambda: GuidedBackprop(model).attribute(x, target=t))
+        out["deconvnet"] = ("captum Deconvolution", lambda: Deconvolution(model).attribute(x, target=t))
+    except ImportError:
+        pass
+    try:
+        from zennit.attribution import Gradient
+        from zennit.composites import EpsilonGammaBox, EpsilonPlusFlat
+        from zennit.torchvision import ResNetCanonizer, VGGCanonizer
+
+        canonizers = [ResNetCanonizer()] if name.startswith("resnet") else [VGGCanonizer()]
+        onehot = torch.zeros(x.shape[0], 1000, device=x.device)
+        onehot[torch.arange(x.shape[0]), target] = 1
+
+        def zennit_run(composite) -> Callable:
+            def run() -> object:
+                with Gradient(model=model, composite=composite) as attributor:
+                    return attributor(x, onehot)[1]
+
+            return run
+
+        out["lrp_epsilon"] = ("zennit EpsilonPlusFlat", zennit_run(EpsilonPlusFlat(canonizers=canonizers)))
+        out["lrp_composite"] = (
+            "zennit EpsilonGammaBox",
+            zennit_run(EpsilonGammaBox(low=-3.0, high=3.0, canonizers=canonizers)),
+        )
+    except ImportError:
+        pass
+    try:
+        from pytorch_grad_cam import (
+            AblationCAM,
+            EigenCAM,
+            GradCAM,
+            GradCAMPlusPlus,
+            HiResCAM,
+            LayerCAM,
+            ScoreCAM,
+            XGradCAM,
+        )
+        from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+        targets = [ClassifierOutputTarget(int(c)) for c in t]
+        layer = cam_layer(name, model)[1]
+        for ours, cls in [
+            ("gradcam", GradCAM),
+            ("gradcam_pp", GradCAMPlusPlus),
+            ("xgradcam", XGradCAM),
+            ("layercam", LayerCAM),
+            ("hirescam", HiResCAM),
+            ("eigencam", EigenCAM),
+            ("scorecam", ScoreCAM),
+            ("ablationcam", AblationCAM),
+        ]:
+
+            def run(cls=cls) -> object:
+                with cls(model=model, target_layers=[layer]) as cam:
+                    if hasattr(cam, "batch_size"):
+                        cam.batch_size = 64
+                    return cam(input_tensor=x, targets=targets)
+
+            out[ours] = (f"pytorch-grad-cam {cls.__name__}", run)
+    except ImportError:
+        pass
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", default=["resnet18", "vgg16"])
+    parser.add_argument("--batches", nargs="+", type=int, default=[1, 8])
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--skip-expensive", action="store_true", help="leave out Score-CAM, Ablation-CAM, IG, SmoothGrad")
+    parser.add_argument("--methods", nargs="*", help="only these of our methods")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    print(f"# attribution benchmark — {time.strftime('%Y-%m-%d')}, {platform.processor() or platform.machine()}, "
+          f"torch {torch.__version__}, device {device}, {args.threads} threads, {args.size}×{args.size}\n")
+    for name in args.models:
+        torch.manual_seed(0)
+        model = getattr(torchvision.models, name)().eval().to(device)
+        adapter = xw.ModelAdapter(model, input_size=(3, args.size, args.size))
+        layer = cam_layer(name, model)[0]
+        for batch in args.batches:
+            x = torch.randn(batch, 3, args.size, args.size, device=device)
+            target = torch.arange(batch, device=device) % 1000
+            base = timed(floor(model, x, target), args.repeat, device)
+            print(f"## {name}, batch {batch}: forward+backward floor {base:.1f} ms\n")
+            print("| method | ours ms | ours × floor | peer | peer ms | peer × floor |")
+            print("|---|---:|---:|---|---:|---:|")
+            theirs = peers(name, model, x, target)
+            for info in xw.methods():
+                if args.methods and info.name not in args.methods:
+                    continue
+                if args.skip_expensive and info.name in EXPENSIVE:
+                    continue
+                repeat = 1 if info.name in EXPENSIVE else args.repeat
+                kwargs = {"layer": layer} if info.needs_layer else {}
+                try:
+                    ms = timed(lambda: xw.explain(adapter, x, target, info.name, **kwargs), repeat, device)
+                    ours = f"{ms:.1f} | {ms / base:.2f}"
+                except xw.XAIError as error:
+                    ours = f"error: {error} | –"
+                label, peer_ms, peer_ratio = "–", "–", "–"
+                if info.name in theirs:
+                    label, fn = theirs[info.name]
+                    try:
+                        p = timed(fn, repeat, device)
+                        peer_ms, peer_ratio = f"{p:.1f}", f"{p / base:.2f}"
+                    except Exception as error:  # a peer failing is a result, not a crash of the benchmark
+                        peer_ms = f"fails: {type(error).__name__}"
+                print(f"| {info.name} | {ours} | {label} | {peer_ms} | {peer_ratio} |")
+            print()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,413 @@
+// CAManimPlayer front end (anywidget ESM). See xai_widgets/widgets/camanim_player.py for the traits.
+//
+// All frames (L×H×W uint8) arrive once as one binary buffer. Playing, stepping, changing the speed and
+// dragging the scrubber happen here and send nothing to the kernel; the position is synced back (one message)
+// once the scrubber has rested for SYNC_MS (after the pointer is released, when dragging). The ybROAD chart's cursor (a bqplot Lines model) is moved here without
+// save_changes(), and a click on a point of the chart (bqplot Scatter selection) moves the scrubber.
+// The film reuses the heatmap view's markup (.xai-heatmap, canvas.xai-heatmap-canvas with data-paints and
+// data-maps), so the shared browser-test helpers read it; the root carries data-index (the shown layer) and
+// data-cursor (the layer the ROAD cursor was last moved to).
+
+const SYNC_MS = 400;
+const SPEEDS = [1, 2, 4, 8, 12, 24];
+
+const STYLE = `
+.xai-camanim { display: inline-flex; flex-direction: column; gap: 4px; font: 12px sans-serif;
+  color: var(--jp-ui-font-color1, #222); margin: 2px; }
+.xai-camanim .xai-heatmap { display: flex; flex-direction: column; gap: 4px; }
+.xai-camanim .xai-heatmap-title { font-weight: 600; min-height: 1em; }
+.xai-camanim .xai-heatmap-stage { position: relative; line-height: 0; }
+.xai-camanim .xai-heatmap-canvas { display: block; background: #ddd; }
+.xai-camanim .xai-heatmap-progress { position: absolute; left: 0; bottom: 0; height: 4px;
+  background: #2a7ae2; }
+.xai-camanim .xai-heatmap-status { font-size: 11px; min-height: 1.2em; white-space: nowrap; }
+.xai-camanim .xai-heatmap-error { color: #a00; background: #fee; border: 1px solid #e99; padding: 3px 5px;
+  white-space: pre-wrap; max-width: 420px; line-height: 1.3; }
+.xai-camanim-timeline { display: flex; gap: 4px; align-items: center; }
+.xai-camanim-timeline button { font-size: 11px; min-width: 42px; }
+.xai-camanim-scrubber { flex: 1; min-width: 160px; }
+.xai-camanim-label { font-size: 11px; min-height: 1.2em; white-space: nowrap; }
+.xai-camanim-label .best { color: #2ca02c; font-weight: 600; }
+.xai-camanim-tools { display: flex; gap: 6px; align-items: center; font-size: 11px; }
+.xai-camanim-tools input[type=range] { width: 70px; }
+`;
+
+const DEFAULTS = {
+  frames_shape: [0, 0, 0], image_shape: [0, 0], names: [], captions: [], index: 0, best: -1, playing: false,
+  fps: 4, title: "", colormap: "inferno", opacity: 0.6, size: 256, error: "", status: "", progress: null,
+  _colormap_names: [], _road_cursor: null, _road_points: null,
+};
+
+// A binary trait arrives as a DataView (live kernel) or ArrayBuffer/typed array (restored state).
+function bytesOf(value) {
+  if (!value) return new Uint8Array(0);
+  if (value instanceof Uint8Array) return value;
+  if (ArrayBuffer.isView(value)) return new Uint8Array(value.buffer, value.byteOffset, value.byteLength);
+  if (value instanceof ArrayBuffer) return new Uint8Array(value);
+  return new Uint8Array(0);
+}
+
+function element(tag, className, parent) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (parent) parent.appendChild(node);
+  return node;
+}
+
+// The bqplot model behind a widget-reference trait ("IPY_MODEL_<id>"), or null.
+async function referenced(widgetModel, name) {
+  const reference = widgetModel.get(name);
+  const manager = widgetModel.widget_manager;
+  if (typeof reference !== "string" || !manager) return null;
+  try {
+    return await manager.get_model(reference.replace(/^IPY_MODEL_/, ""));
+  } catch {
+    return null;
+  }
+}
+
+function render({ model: widgetModel, el }) {
+  const model = {
+    get: (name) => {
+      const value = widgetModel.get(name);
+      return value === undefined ? DEFAULTS[name] : value;
+    },
+  };
+  const root = element("div", "xai-camanim", el);
+  element("style", "", root).textContent = STYLE;
+  const heat = element("div", "xai-heatmap", root);
+  const title = element("div", "xai-heatmap-title", heat);
+  const stage = element("div", "xai-heatmap-stage", heat);
+  const canvas = element("canvas", "xai-heatmap-canvas", stage);
+  canvas.dataset.paints = "0";
+  canvas.dataset.maps = "0";
+  const progressBar = element("div", "xai-heatmap-progress", stage);
+  const timeline = element("div", "xai-camanim-timeline", root);
+  const back = element("button", "xai-camanim-back", timeline);
+  back.textContent = "prev";
+  back.title = "previous layer";
+  const play = element("button", "xai-camanim-play", timeline);
+  play.title = "play / pause";
+  const forward = element("button", "xai-camanim-forward", timeline);
+  forward.textContent = "next";
+  forward.title = "next layer";
+  const scrubber = element("input", "xai-camanim-scrubber", timeline);
+  Object.assign(scrubber, { type: "range", min: "0", max: "0", step: "1", value: "0", title: "layer" });
+  const speed = element("select", "xai-camanim-speed", timeline);
+  speed.title = "layers per second";
+  const label = element("div", "xai-camanim-label", root);
+  const tools = element("div", "xai-camanim-tools", root);
+  element("span", "", tools).textContent = "opacity";
+  const opacityInput = element("input", "xai-camanim-opacity", tools);
+  Object.assign(opacityInput, { type: "range", min: "0", max: "1", step: "0.01" });
+  const colormapSelect = element("select", "xai-camanim-colormap", tools);
+  colormapSelect.title = "colormap";
+  const status = element("div", "xai-heatmap-status", root);
+  const errorBox = element("div", "xai-heatmap-error", root);
+  errorBox.setAttribute("role", "alert");
+
+  let frames = new Uint8Array(0);
+  let [layers, height, width] = [0, 0, 0];
+  let picture = null; // canvas at the picture's resolution
+  let coloured = []; // per layer: canvas of the coloured frame (built on first show)
+  let tables = {};
+  let index = 0;
+  let playing = false;
+  let fps = model.get("fps");
+  let lastStep = 0;
+  let animation = null;
+  let syncTimer = null;
+  let cursorModel = null;
+  let dragging = false; // pointer held on the scrubber: sync once it is released
+  const view = { opacity: model.get("opacity"), colormap: model.get("colormap") };
+
+  function loadTables() {
+    const bytes = bytesOf(widgetModel.get("_colormap_tables"));
+    tables = {};
+    colormapSelect.replaceChildren();
+    model.get("_colormap_names").forEach((name, i) => {
+      tables[name] = bytes.subarray(i * 768, (i + 1) * 768);
+      element("option", "", colormapSelect).textContent = name;
+    });
+    colormapSelect.value = view.colormap;
+    coloured = [];
+  }
+
+  function loadFrames() {
+    [layers, height, width] = model.get("frames_shape");
+    frames = bytesOf(widgetModel.get("frames"));
+    if (frames.length !== layers * height * width) [frames, layers] = [new Uint8Array(0), 0];
+    coloured = [];
+    scrubber.max = String(Math.max(0, layers - 1));
+    canvas.dataset.maps = String(Number(canvas.dataset.maps) + 1);
+  }
+
+  function loadPicture() {
+    const [h, w] = model.get("image_shape");
+    const bytes = bytesOf(widgetModel.get("image"));
+    picture = null;
+    if (!h || !w || bytes.length !== h * w * 3) return;
+    const rgba = new ImageData(w, h);
+    for (let i = 0, j = 0; i < bytes.length; i += 3, j += 4) {
+      rgba.data[j] = bytes[i];
+      rgba.data[j + 1] = bytes[i + 1];
+      rgba.data[j + 2] = bytes[i + 2];
+      rgba.data[j + 3] = 255;
+    }
+    picture = document.createElement("canvas");
+    Object.assign(picture, { width: w, height: h });
+    picture.getContext("2d").putImageData(rgba, 0, 0);
+  }
+
+  function colouredFrame(i) {
+    if (coloured[i]) return coloured[i];
+    const table = tables[view.colormap] || Object.values(tables)[0];
+    if (!table) return null;
+    const rgba = new ImageData(width, height);
+    const offset = i * width * height;
+    for (let p = 0; p < width * height; p++) {
+      const k = frames[offset + p] * 3;
+      rgba.data[4 * p] = table[k];
+      rgba.data[4 * p + 1] = table[k + 1];
+      rgba.data[4 * p + 2] = table[k + 2];
+      rgba.data[4 * p + 3] = 255;
+    }
+    const frame = document.createElement("canvas");
+    Object.assign(frame, { width, height });
+    frame.getContext("2d").putImageData(rgba, 0, 0);
+    coloured[i] = frame;
+    return frame;
+  }
+
+  function paint() {
+    const size = model.get("size");
+    const source = picture || (layers ? { width, height } : { width: 1, height: 1 });
+    const displayWidth = Math.max(1, Math.round(size));
+    const displayHeight = Math.max(1, Math.round((size * source.height) / source.width));
+    if (canvas.width !== displayWidth) canvas.width = displayWidth;
+    if (canvas.height !== displayHeight) canvas.height = displayHeight;
+    const context = canvas.getContext("2d");
+    context.globalAlpha = 1;
+    context.clearRect(0, 0, displayWidth, displayHeight);
+    if (picture) context.drawImage(picture, 0, 0, displayWidth, displayHeight);
+    const frame = layers ? colouredFrame(index) : null;
+    if (frame) {
+      context.globalAlpha = picture ? view.opacity : 1;
+      context.drawImage(frame, 0, 0, displayWidth, displayHeight);
+      context.globalAlpha = 1;
+    }
+    canvas.dataset.paints = String(Number(canvas.dataset.paints) + 1);
+  }
+
+  function describe() {
+    const names = model.get("names");
+    const captions = model.get("captions");
+    label.replaceChildren();
+    if (!layers) return;
+    const text = `${index + 1}/${layers}  ${names[index] || ""}  (${captions[index] || ""})`;
+    element("span", "", label).textContent = text;
+    if (index === model.get("best")) element("span", "best", label).textContent = "  best ybROAD";
+  }
+
+  function moveCursor() {
+    if (!cursorModel || !layers) return;
+    // local only: the kernel hears about the position once the scrubber rests (syncIndex)
+    cursorModel.set("x", new Float64Array([index, index]));
+    root.dataset.cursor = String(index);
+  }
+
+  function syncIndex() {
+    clearTimeout(syncTimer);
+    syncTimer = null;
+    if (dragging) return;
+    if (!playing && widgetModel.get("index") !== index) {
+      widgetModel.set("index", index);
+      widgetModel.save_changes();
+    }
+  }
+
+  function show(i, { sync = true } = {}) {
+    if (!layers) return;
+    index = Math.max(0, Math.min(layers - 1, Math.round(i)));
+    scrubber.value = String(index);
+    root.dataset.index = String(index);
+    describe();
+    paint();
+    moveCursor();
+    if (sync) {
+      clearTimeout(syncTimer);
+      syncTimer = setTimeout(syncIndex, SYNC_MS);
+    }
+  }
+
+  function tick(now) {
+    if (!playing) return;
+    if (now - lastStep >= 1000 / fps) {
+      lastStep = now;
+      show(index + 1 >= layers ? 0 : index + 1, { sync: false });
+    }
+    animation = requestAnimationFrame(tick);
+  }
+
+  function setPlaying(value, { save = true } = {}) {
+    playing = Boolean(value) && layers > 1;
+    play.textContent = playing ? "pause" : "play";
+    root.dataset.playing = String(playing);
+    cancelAnimationFrame(animation);
+    if (playing) {
+      lastStep = performance.now();
+      animation = requestAnimationFrame(tick);
+    }
+    if (save && widgetModel.get("playing") !== playing) {
+      widgetModel.set("playing", playing);
+      if (!playing) widgetModel.set("index", index);
+      widgetModel.save_changes();
+    }
+  }
+
+  function syncSpeed() {
+    speed.replaceChildren();
+    const choices = SPEEDS.includes(fps) ? SPEEDS : [...SPEEDS, fps].sort((a, b) => a - b);
+    for (const choice of choices) {
+      const option = element("option", "", speed);
+      option.value = String(choice);
+      option.textContent = `${choice} / s`;
+    }
+    speed.value = String(fps);
+  }
+
+  function showText() {
+    title.textContent = model.get("title");
+    const message = model.get("error");
+    errorBox.textContent = message;
+    errorBox.style.display = message ? "block" : "none";
+    status.textContent = model.get("status");
+    const progress = model.get("progress");
+    progressBar.style.display = progress === null || progress === undefined ? "none" : "block";
+    progressBar.style.width = `${Math.round(100 * Math.max(0, Math.min(1, progress || 0)))}%`;
+    canvas.style.opacity = message ? "0.4" : "1";
+  }
+
+  // Model changes arrive as a burst of events (one per trait); coalesce them into one repaint.
+  const dirty = new Set();
+  let scheduled = false;
+  function mark(what) {
+    dirty.add(what);
+    if (!scheduled) {
+      scheduled = true;
+      queueMicrotask(flush);
+    }
+  }
+  function flush() {
+    scheduled = false;
+    if (dirty.has("tables")) loadTables();
+    if (dirty.has("picture")) loadPicture();
+    if (dirty.has("frames")) loadFrames();
+    if (dirty.has("index") || dirty.has("frames")) {
+      index = Math.min(model.get("index"), Math.max(0, layers - 1));
+    }
+    dirty.clear();
+    showText();
+    if (layers) show(index, { sync: false });
+    else paint();
+  }
+
+  const listeners = [];
+  const listen = (names, callback) => {
+    for (const name of names) listeners.push([`change:${name}`, callback]);
+  };
+  listen(["_colormap_tables", "_colormap_names"], () => mark("tables"));
+  listen(["image", "image_shape"], () => mark("picture"));
+  listen(["frames", "frames_shape", "names", "captions"], () => mark("frames"));
+  listen(["index"], () => {
+    if (widgetModel.get("index") !== index) mark("index");
+  });
+  listen(["best", "title", "error", "status", "progress", "size"], () => mark("text"));
+  listen(["playing"], () => setPlaying(model.get("playing"), { save: false }));
+  listen(["fps"], () => {
+    fps = model.get("fps");
+    syncSpeed();
+  });
+  listen(["opacity", "colormap"], () => {
+    view.opacity = model.get("opacity");
+    view.colormap = model.get("colormap");
+    opacityInput.value = String(view.opacity);
+    colormapSelect.value = view.colormap;
+    coloured = [];
+    mark("text");
+  });
+  for (const [event, callback] of listeners) widgetModel.on(event, callback);
+
+  // The timeline and display controls: local, nothing goes to the kernel while they are used.
+  scrubber.addEventListener("pointerdown", () => {
+    dragging = true;
+  });
+  const release = () => {
+    if (!dragging) return;
+    dragging = false;
+    clearTimeout(syncTimer);
+    syncTimer = setTimeout(syncIndex, SYNC_MS);
+  };
+  window.addEventListener("pointerup", release);
+  scrubber.addEventListener("input", () => {
+    setPlaying(false, { save: playing });
+    show(Number(scrubber.value));
+  });
+  back.addEventListener("click", () => {
+    setPlaying(false, { save: playing });
+    show(index - 1);
+  });
+  forward.addEventListener("click", () => {
+    setPlaying(false, { save: playing });
+    show(index + 1);
+  });
+  play.addEventListener("click", () => setPlaying(!playing));
+  speed.addEventListener("change", () => {
+    fps = Number(speed.value);
+  });
+  opacityInput.addEventListener("input", () => {
+    view.opacity = Number(opacityInput.value);
+    paint();
+  });
+  colormapSelect.addEventListener("change", () => {
+    view.colormap = colormapSelect.value;
+    coloured = [];
+    paint();
+  });
+
+  // The ybROAD chart: move its cursor here; a click on a point (bqplot selection) moves the scrubber.
+  let pointsModel = null;
+  const onSelected = () => {
+    const selected = pointsModel.get("selected");
+    if (selected && selected.length) {
+      setPlaying(false, { save: playing });
+      show(Number(selected[selected.length - 1]));
+    }
+  };
+  const connectChart = async () => {
+    cursorModel = await referenced(widgetModel, "_road_cursor");
+    if (pointsModel) pointsModel.off("change:selected", onSelected);
+    pointsModel = await referenced(widgetModel, "_road_points");
+    if (pointsModel) pointsModel.on("change:selected", onSelected);
+    moveCursor();
+  };
+  widgetModel.on("change:_road_cursor change:_road_points", connectChart);
+  connectChart();
+
+  opacityInput.value = String(view.opacity);
+  syncSpeed();
+  for (const what of ["tables", "picture", "frames", "index"]) dirty.add(what);
+  flush();
+  setPlaying(model.get("playing"), { save: false });
+
+  return () => {
+    cancelAnimationFrame(animation);
+    clearTimeout(syncTimer);
+    window.removeEventListener("pointerup", release);
+    for (const [event, callback] of listeners) widgetModel.off(event, callback);
+    widgetModel.off("change:_road_cursor change:_road_points", connectChart);
+    if (pointsModel) pointsModel.off("change:selected", onSelected);
+  };
+}
+
+export default { render };

@@ -1,0 +1,6 @@
+"""Data that ships with the package or is generated on the spot: synthetic shapes and real handwritten digits."""
+
+from .digits import Digits, load_digits
+from .shapes import SHAPE_CLASSES, ShapesBatch, make_shapes
+
+__all__ = ["SHAPE_CLASSES", "Digits", "ShapesBatch", "load_digits", "make_shapes"]

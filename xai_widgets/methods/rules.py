@@ -1,0 +1,736 @@
+"""Backward rules: what happens at one module during a modified backward pass.
+
+A rule is a small object that :meth:`ModelAdapter.rules` installs on one module. Its ``forward_hook`` returns
+the module's output wrapped in a custom ``torch.autograd.Function`` whose forward is the identity and whose
+backward maps the signal arriving at the output to the modified signal at the module's input, bypassing the
+module's own derivative. The forward values are never changed.
+
+Two families live here:
+
+- ReLU rules for modified backprop (Guided Backprop, Deconvnet, RectGrad); the signal is a gradient.
+- LRP rules (Bach et al. 2015; Montavon et al. 2017, 2019); the signal *is* relevance, as in zennit: for an
+  affine layer z = Wx + b the rules have the form R_in = x ⊙ ∂(ρ-modified z)ᵀ (R_out / stabilised z). They
+  read the forward's own z, so ε needs one transposed convolution per layer and no extra forward; rules with
+  modified weights (z⁺, αβ, γ, zᴮ, w²) add the forwards those weights need, in the backward.
+
+Where each rule goes is decided in :mod:`.composites`; temporary graph fixes (BatchNorm folding, residual
+adds, functional ReLUs) live in :mod:`.canonizers`.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.weak import WeakIdKeyDictionary
+
+from ..errors import MethodError, UnsupportedModelError
+
+Bound = float | Tensor | None
+
+
+def stabilize(z: Tensor, epsilon: float) -> Tensor:
+    """z + ε·sign(z) with sign(0) = +1: the denominator of every LRP rule (zennit's convention)."""
+    return z.abs().add_(epsilon).copysign_(z)
+
+
+class Ledger:
+    """Per-layer relevance totals of one LRP backward: ``totals[name]`` is Σ R_in per sample at that layer's
+    input.
+
+    Entries are created in forward order (so the dict reads from the input towards the output) and filled
+    during the backward. A module called several times accumulates.
+    """
+
+    def __init__(self) -> None:
+        self.totals: dict[str, Tensor | None] = {}
+
+    def slot(self, name: str | None) -> None:
+        if name is not None and name not in self.totals:
+            self.totals[name] = None
+
+    def add(self, name: str | None, *relevance: Tensor) -> None:
+        if name is None:
+            return
+        total = sum(r.detach().flatten(1).sum(1) for r in relevance)
+        previous = self.totals.get(name)
+        self.totals[name] = total if previous is None else previous + total
+
+
+class Rule:
+    """Base class. ``name`` and ``ledger`` are set by the composite so the backward can report relevance."""
+
+    name: str | None = None
+    ledger: Ledger | None = None
+
+    def bind(self, name: str, ledger: Ledger | None) -> Rule:
+        """A copy of this rule that reports to ``ledger`` under ``name`` (one instance per module)."""
+        bound = object.__new__(type(self))
+        bound.__dict__.update(self.__dict__)
+        bound.name, bound.ledger = name, ledger
+        return bound
+
+    def _record(self, *relevance: Tensor) -> None:
+        if self.ledger is not None:
+            self.ledger.add(self.name, *relevance)
+
+    def _slot(self) -> None:
+        if self.ledger is not None:
+            self.ledger.slot(self.name)
+
+
+# ----------------------------------------------------------------------------------------------- ReLU rules
+class _ReLUBackward(torch.autograd.Function):
+    """Identity on the ReLU's output; the backward is the rule's ``backward(a, g)`` with a = ReLU output."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, a: Tensor, rule: ReLURule) -> Tensor:
+        ctx.rule = rule
+        ctx.save_for_backward(a)
+        return a
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:
+        (a,) = ctx.saved_tensors
+        return ctx.rule.backward(a, grad), None, None
+
+
+class ReLURule(Rule, ABC):
+    """Base of the modified-backprop ReLU rules: the forward is ReLU, the backward is :meth:`backward`.
+
+    ``depth`` counts the ReLU modules being executed, so the functional-ReLU canonizer does not apply the rule
+    a second time to the ``F.relu`` call inside ``nn.ReLU.forward``.
+    """
+
+    depth = 0
+
+    def forward_pre_hook(self, module: nn.Module, inputs: tuple) -> None:
+        self.depth += 1
+
+    def forward_hook(self, module: nn.Module, inputs: tuple, output: Tensor) -> Tensor:
+        self.depth -= 1
+        return self.apply(inputs[0], output)
+
+    def apply(self, x: Tensor, a: Tensor) -> Tensor:
+        """The ReLU output ``a`` of ``x``, with this rule's backward."""
+        if not torch.is_grad_enabled() or not x.requires_grad:
+            return a
+        return _ReLUBackward.apply(x, a.detach(), self)
+
+    @abstractmethod
+    def backward(self, a: Tensor, grad: Tensor) -> Tensor:
+        """The signal passed to the ReLU's input, from its output ``a`` and the incoming gradient ``grad``."""
+
+
+class GuidedReLU(ReLURule):
+    """Guided Backprop (Springenberg et al. 2015): g_in = 1[x > 0] · max(g_out, 0).
+
+    The forward mask (the ReLU's own gradient) and the positive part of the incoming gradient.
+    """
+
+    def backward(self, a: Tensor, grad: Tensor) -> Tensor:
+        return torch.ops.aten.threshold_backward(grad.clamp(min=0), a, 0.0)
+
+
+class DeconvReLU(ReLURule):
+    """Deconvnet (Zeiler and Fergus 2014): g_in = max(g_out, 0); the ReLU acts on the backward signal only."""
+
+    def backward(self, a: Tensor, grad: Tensor) -> Tensor:
+        return grad.clamp(min=0)
+
+
+class PassReLU(ReLURule):
+    """LRP at a ReLU: relevance passes unchanged (zennit's ``Pass``). Every LRP rule gives 0 relevance to an
+    inactive unit (R = x ⊙ …), so this equals the ReLU's gradient, minus its masking pass."""
+
+    def backward(self, a: Tensor, grad: Tensor) -> Tensor:
+        return grad
+
+
+@dataclass
+class RectifiedReLU(ReLURule):
+    """RectGrad (Kim et al. 2019): g_in = 1[x > 0] · 1[a ⊙ g_out > τ] · g_out.
+
+    τ is the ``q``-th percentile (nearest rank) of the importance scores a ⊙ g_out over the layer, per sample,
+    so only the units in the top (100 − q)% pass their gradient. q = 98 is the paper's setting.
+    """
+
+    q: float = 98.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.q, (int, float)) or not 0.0 <= self.q < 100.0:
+            raise MethodError(f"rectgrad's q is a percentile in [0, 100), got {self.q!r}")
+
+    def backward(self, a: Tensor, grad: Tensor) -> Tensor:
+        score = a * grad
+        tau = percentile(score.flatten(1), self.q)
+        if bool((tau < 0).any()):  # only then can a unit with a = 0 pass the threshold
+            keep = (score > tau.view(-1, *([1] * (grad.ndim - 1)))) & (a > 0)
+            return torch.where(keep, grad, 0.0)
+        # g where score > τ, per sample, in one fused pass (the kernel of ReLU's own backward)
+        out = torch.empty_like(grad)
+        for i, t in enumerate(tau.tolist()):
+            torch.ops.aten.threshold_backward.grad_input(grad[i], score[i], t, grad_input=out[i])
+        return out
+
+
+def percentile(values: Tensor, q: float) -> Tensor:
+    """Nearest-rank q-th percentile of each row of an N×M tensor, exactly: the k-th smallest value with
+    k = round(q/100·(M−1)) + 1.
+
+    A fixed pseudo-random sample of each row brackets the answer from below, so the order statistic is
+    selected among the few values above the bracket instead of over the whole row; a row whose bracket misses
+    falls back to ``kthvalue``.
+    """
+    n, m = values.shape
+    k = min(m, int(round(q / 100.0 * (m - 1))) + 1)
+    if m < 16384:
+        return values.kthvalue(k, dim=1).values
+    # a fixed pseudo-random sample (a strided one aliases with the layer's channel/row structure)
+    generator = torch.Generator(device=values.device).manual_seed(m)
+    sample = values[:, torch.randint(m, (8192,), generator=generator, device=values.device)]
+    size = sample.shape[1]
+    p = k / m
+    rank = int(size * (p - 4.0 * math.sqrt(p * (1.0 - p) / size))) - 1
+    if rank < 1:
+        return values.kthvalue(k, dim=1).values
+    low = sample.kthvalue(rank, dim=1, keepdim=True).values
+    above = values >= low
+    below = m - above.sum(1)
+    candidates = torch.masked_select(values, above).split((m - below).tolist())
+    return torch.stack(
+        [
+            row.kthvalue(k - int(skip)).values if skip < k else values[i].kthvalue(k).values
+            for i, (row, skip) in enumerate(zip(candidates, below.tolist()))
+        ]
+    )
+
+
+# ------------------------------------------------------------------------------------------ affine layers
+_CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+_BATCHNORM_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+
+
+@dataclass
+class Affine:
+    """The affine map an LRP rule acts on: z = W x + b for a Linear or Conv{1,2,3}d, or z = a ⊙ x + c for a
+    BatchNorm on its own (``elementwise``). A BatchNorm after a conv/linear is folded into it
+    (:meth:`folded`):
+    W' = diag(a) W, b' = a ⊙ (b − μ) + β with a = γ / √(σ² + eps).
+
+    The rules use W', W'⁺ and W' + cW'⁺. They are formed from the parameters read at forward time (so
+    substitutions made by ``torch.func.functional_call`` are honoured) and kept between calls by
+    :func:`derived_weight` while the parameter and the folded scale are unchanged, so a repeated explanation
+    does no weight-sized work.
+    """
+
+    module: nn.Module
+    raw: Tensor
+    bias: Tensor | None
+    scale: Tensor | None = None
+    elementwise: bool = False
+    param: Tensor | None = None  # the weight parameter itself: the key of the derived weights
+    _cache: dict = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def of(cls, module: nn.Module) -> Affine:
+        if isinstance(module, _BATCHNORM_TYPES):
+            scale, shift = _batchnorm_affine(module)
+            return cls(module, scale, shift, elementwise=True)
+        if isinstance(module, (nn.Linear, *_CONV_TYPES)):
+            bias = None if module.bias is None else module.bias.detach()
+            return cls(module, module.weight.detach(), bias, param=module.weight)
+        raise UnsupportedModelError(f"no affine LRP rule for {type(module).__name__}")
+
+    def folded(self, norm: nn.Module) -> Affine:
+        """This layer followed by the BatchNorm ``norm``, as one affine map."""
+        scale, shift = _batchnorm_affine(norm)
+        bias = shift if self.bias is None else shift + scale * self.bias
+        if self.scale is not None:
+            scale = scale * self.scale
+        return Affine(self.module, self.raw, bias, scale, self.elementwise, self.param)
+
+    # ------------------------------------------------------------------------------------- weights
+    def _derived(self, key: Any, make: Callable[[], Tensor]) -> Tensor:
+        if self.param is None:
+            if key not in self._cache:
+                self._cache[key] = make()
+            return self._cache[key]
+        return derived_weight(self.param, key, make, self.scale)
+
+    @property
+    def weight(self) -> Tensor:
+        """W' (the weight with the folded BatchNorm scale)."""
+        if self.scale is None:
+            return self.raw
+        shape = (-1,) + (1,) * (self.raw.ndim - 1)
+        return self._derived("weight", lambda: self.raw * self.scale.view(shape))
+
+    def positive(self) -> Tensor:
+        """W'⁺."""
+        return self._derived("positive", lambda: self.weight.clamp(min=0))
+
+    def negative(self) -> Tensor:
+        """W'⁻ = W' − W'⁺."""
+        return self.weight - self.positive()
+
+    def mixed(self, c: float) -> Tensor:
+        """W' + c W'⁺."""
+        return self._derived(("mixed", c), lambda: torch.add(self.weight, self.positive(), alpha=c))
+
+    # ------------------------------------------------------------------------------------ products
+    def linear(self, x: Tensor, weight: Tensor) -> Tensor:
+        """W x (no bias) for any weight W of the module's shape."""
+        if self.elementwise:
+            return x * _channel(weight, x)
+        if isinstance(self.module, nn.Linear):
+            return F.linear(x, weight)
+        return self.module._conv_forward(x, weight, None)
+
+    def transpose(self, s: Tensor, weight: Tensor, x: Tensor) -> Tensor:
+        """(∂(W x)/∂x)ᵀ s for any weight W of the module's shape: one transposed convolution (or matmul)."""
+        if self.elementwise:
+            return s * _channel(weight, s)
+        if isinstance(self.module, nn.Linear):
+            return s @ weight
+        conv = self.module
+        if conv.padding_mode == "zeros" and not isinstance(conv.padding, str):
+            dims = weight.ndim - 2
+            return torch.ops.aten.convolution_backward(
+                s,
+                x,
+                weight,
+                None,
+                conv.stride,
+                conv.padding,
+                conv.dilation,
+                False,
+                [0] * dims,
+                conv.groups,
+                (True, False, False),
+            )[0]
+        with torch.enable_grad():
+            leaf = x.detach().requires_grad_(True)
+            return torch.autograd.grad(conv._conv_forward(leaf, weight, None), leaf, s)[0]
+
+    def _concatenable(self) -> bool:
+        return not self.elementwise and getattr(self.module, "groups", 1) == 1
+
+    def linear_pair(self, x1: Tensor, w1: Tensor, x2: Tensor, w2: Tensor) -> Tensor:
+        """W₁x₁ + W₂x₂ as one product over the concatenated input channels."""
+        if not self._concatenable():
+            return self.linear(x1, w1) + self.linear(x2, w2)
+        dim = x1.ndim - 1 if isinstance(self.module, nn.Linear) else 1
+        return self.linear(torch.cat([x1, x2], dim), torch.cat([w1, w2], 1))
+
+    def transpose_pair(self, s: Tensor, w1: Tensor, w2: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
+        """(W₁ᵀs, W₂ᵀs) from one transposed product with the weights concatenated along the input channels."""
+        if not self._concatenable():
+            return self.transpose(s, w1, x), self.transpose(s, w2, x)
+        dim = x.ndim - 1 if isinstance(self.module, nn.Linear) else 1
+        both = self.transpose(s, torch.cat([w1, w2], 1), torch.cat([x, x], dim))
+        return both.chunk(2, dim)
+
+    def bias_as(self, z: Tensor, bias: Tensor | None = None) -> Tensor | float:
+        """The (possibly modified) bias broadcast against an output ``z`` (0 when there is none)."""
+        bias = self.bias if bias is None else bias
+        if bias is None:
+            return 0.0
+        return bias if isinstance(self.module, nn.Linear) and not self.elementwise else _channel(bias, z)
+
+
+_DERIVED: WeakIdKeyDictionary = WeakIdKeyDictionary()
+_DERIVED_LIMIT = 1 << 24  # elements; larger derived weights (e.g. VGG's first dense layer) are not kept
+
+
+def derived_weight(
+    param: Tensor, key: Any, make: Callable[[], Tensor], scale: Tensor | None = None
+) -> Tensor:
+    """``make()``, a tensor derived from the weight ``param`` and the folded BatchNorm ``scale`` (W', W'⁺,
+    W' + γW'⁺), kept while ``param`` lives and neither it (same storage and version) nor ``scale`` changes, so
+    repeated explanations skip the weight-sized work.
+
+    The parameter is referenced weakly, nothing is stored on the model, and :func:`clear_weight_cache` empties
+    it. Derived weights of parameters over 2²⁴ elements (VGG's first dense layer) are not kept.
+    """
+    stamp = (param._version, param.data_ptr(), tuple(param.shape), param.dtype, param.device)
+    entries = _DERIVED.get(param)
+    hit = None if entries is None else entries.get(key)
+    if hit is not None and hit[0] == stamp and _same(hit[1], scale):
+        return hit[2]
+    with torch.no_grad():
+        value = make()
+    if param.numel() <= _DERIVED_LIMIT:
+        if entries is None:
+            entries = _DERIVED[param] = {}
+        entries[key] = (stamp, None if scale is None else scale.clone(), value)
+    return value
+
+
+def _same(a: Tensor | None, b: Tensor | None) -> bool:
+    if a is None or b is None:
+        return a is b
+    return a.shape == b.shape and bool(torch.equal(a, b))
+
+
+def clear_weight_cache() -> None:
+    """Forget the derived weights kept by :func:`derived_weight`."""
+    _DERIVED.clear()
+
+
+def _channel(v: Tensor, like: Tensor) -> Tensor:
+    """A per-channel vector shaped to broadcast over dim 1 of ``like``."""
+    return v.view(1, -1, *([1] * (like.ndim - 2)))
+
+
+def _batchnorm_affine(norm: nn.Module) -> tuple[Tensor, Tensor]:
+    """(a, c) with BatchNorm(x) = a ⊙ x + c in eval mode (running statistics)."""
+    if norm.running_var is None or norm.running_mean is None:
+        raise UnsupportedModelError(
+            f"{type(norm).__name__} without running statistics normalises by its own input; "
+            "no LRP rule for it"
+        )
+    with torch.no_grad():
+        scale = torch.rsqrt(norm.running_var.detach() + norm.eps)
+        if norm.weight is not None:
+            scale = scale * norm.weight.detach()
+        shift = -norm.running_mean.detach() * scale
+        if norm.bias is not None:
+            shift = shift + norm.bias.detach()
+    return scale, shift
+
+
+class _Relevance(torch.autograd.Function):
+    """Identity on z; the backward returns the rule's R_in for the layer input x (the layer graph is
+    bypassed)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, z: Tensor, rule: LinearRule, layer: Affine) -> Tensor:
+        ctx.rule, ctx.layer = rule, layer
+        ctx.save_for_backward(x, z)
+        return z
+
+    @staticmethod
+    def backward(ctx: Any, relevance: Tensor) -> tuple[Tensor, None, None, None]:
+        x, z = ctx.saved_tensors
+        with torch.no_grad():
+            result = ctx.rule.relevance(ctx.layer, x, z, relevance)
+        ctx.rule._record(result)
+        return result, None, None, None
+
+
+class LinearRule(Rule, ABC):
+    """Base of the LRP rules for affine layers (Conv, Linear, and a BatchNorm folded into them)."""
+
+    def forward_hook(self, module: nn.Module, inputs: tuple, output: Tensor) -> Tensor:
+        return self.attach(Affine.of(module), inputs[0], output)
+
+    def attach(self, layer: Affine, x: Tensor, z: Tensor) -> Tensor:
+        """``z`` (the layer output for input ``x``) with this rule as its backward."""
+        if not torch.is_grad_enabled() or not x.requires_grad:
+            return z
+        self._slot()
+        return _Relevance.apply(x, z.detach(), self, layer)
+
+    @abstractmethod
+    def relevance(self, layer: Affine, x: Tensor, z: Tensor, r: Tensor) -> Tensor:
+        """R_in for the layer input ``x``, from the forward output ``z`` and the relevance ``r`` at the
+        output."""
+
+
+@dataclass
+class Epsilon(LinearRule):
+    """LRP-ε (Bach et al. 2015): R_in = x ⊙ Wᵀ (R_out / (z + ε·sign z)), z the forward output (bias included).
+
+    ε = 0 is LRP-0. Cost: one transposed convolution, the forward's z reused.
+    """
+
+    epsilon: float = 1e-6
+
+    def relevance(self, layer: Affine, x: Tensor, z: Tensor, r: Tensor) -> Tensor:
+        s = stabilize(z, self.epsilon)
+        return layer.transpose(torch.div(r, s, out=s), layer.weight, x).mul_(x)
+
+
+@dataclass
+class AlphaBeta(LinearRule):
+    """LRP-αβ (Bach et al. 2015), α − β = 1, in zennit's form that also handles negative inputs:
+
+    z⁺ = W⁺x⁺ + W⁻x⁻ + b⁺,  z⁻ = W⁻x⁺ + W⁺x⁻ + b⁻,
+    R_in = α [x⁺ ⊙ W⁺ᵀ(R/z⁺) + x⁻ ⊙ W⁻ᵀ(R/z⁺)] − β [x⁺ ⊙ W⁻ᵀ(R/z⁻) + x⁻ ⊙ W⁺ᵀ(R/z⁻)].
+
+    α = 1, β = 0 is the z⁺ rule (Montavon et al. 2017). With x ≥ 0 (after a ReLU) the x⁻ terms vanish and W⁻x
+    is taken from the forward's z, so α1β0 costs one forward and one transposed convolution.
+    """
+
+    alpha: float = 1.0
+    beta: float = 0.0
+    stabilizer: float = 1e-6
+
+    def __post_init__(self) -> None:
+        if self.alpha < 0 or self.beta < 0 or abs(self.alpha - self.beta - 1.0) > 1e-12:
+            raise MethodError(f"LRP-αβ needs α, β ≥ 0 and α − β = 1, got α={self.alpha}, β={self.beta}")
+
+    def relevance(self, layer: Affine, x: Tensor, z: Tensor, r: Tensor) -> Tensor:
+        bias, eps = layer.bias, self.stabilizer
+        bp = None if bias is None else bias.clamp(min=0)
+        bn = None if bias is None else bias.clamp(max=0)
+        if bool(x.amin() >= 0):
+            plus = layer.linear(x, layer.positive())  # z⁺ = W⁺x + b⁺ ≥ 0
+            if bp is not None:
+                plus += layer.bias_as(z, bp)
+            if self.beta == 0:
+                plus.add_(eps)
+                return layer.transpose(torch.div(r, plus, out=plus), layer.positive(), x).mul_(x)
+            sp = r / (plus + eps)
+            sn = r / stabilize(z - plus, eps)  # z⁻ = W⁻x + b⁻ = z − z⁺ from the forward
+            # α W⁺ᵀ sp − β W⁻ᵀ sn with W⁻ = W − W⁺
+            return x * (
+                layer.transpose(self.alpha * sp + self.beta * sn, layer.positive(), x)
+                - self.beta * layer.transpose(sn, layer.weight, x)
+            )
+        wp, wn = layer.positive(), layer.negative()
+        xp, xn = x.clamp(min=0), x.clamp(max=0)
+        sp = r / stabilize(layer.linear_pair(xp, wp, xn, wn) + layer.bias_as(z, bp), eps)
+        tp, tn = layer.transpose_pair(sp, wp, wn, x)
+        out = self.alpha * (xp * tp + xn * tn)
+        if self.beta != 0:
+            sn = r / stabilize(layer.linear_pair(xp, wn, xn, wp) + layer.bias_as(z, bn), eps)
+            tp, tn = layer.transpose_pair(sn, wp, wn, x)
+            out = out - self.beta * (xp * tn + xn * tp)
+        return out
+
+
+class ZPlus(AlphaBeta):
+    """LRP-z⁺ (Montavon et al. 2017): R_in = x⁺ ⊙ W⁺ᵀ(R/z⁺) + x⁻ ⊙ W⁻ᵀ(R/z⁺), z⁺ = W⁺x⁺ + W⁻x⁻ + b⁺ (= α1β0).
+
+    For b ≤ 0 and x ≥ 0 this is deep Taylor's z⁺ rule, R_i = Σ_j x_i w⁺_ij / Σ_i' x_i' w⁺_i'j · R_j.
+    """
+
+    def __init__(self, stabilizer: float = 1e-6) -> None:
+        super().__init__(alpha=1.0, beta=0.0, stabilizer=stabilizer)
+
+
+@dataclass
+class Gamma(LinearRule):
+    """LRP-γ (Montavon et al. 2019), generalised to signed inputs as in zennit (Andéol et al. 2021):
+
+    with W_± = W + γW^±,
+    z_+ = W_+ x⁺ + W_− x⁻ + b + γb⁺ (used where z > 0),  z_− = W_− x⁺ + W_+ x⁻ + b + γb⁻ (where z < 0),
+    R_in = x⁺ ⊙ (W_+ᵀ s_+ + W_−ᵀ s_−) + x⁻ ⊙ (W_−ᵀ s_+ + W_+ᵀ s_−),  s_± = 1[z ≷ 0] R / z_±.
+
+    For x ≥ 0 both z_± follow from the forward's z and one extra convolution p = W⁺x + b⁺, and
+    R_in = x ⊙ [Wᵀ(s_+ + (1+γ)s_−) + γW⁺ᵀ(s_+ − s_−)]. Before a ReLU the relevance sits where z > 0 only, so
+    s_− = 0 and R_in = x ⊙ (W + γW⁺)ᵀs_+: one forward and one transposed convolution; two before a residual add.
+    """
+
+    gamma: float = 0.25
+    stabilizer: float = 1e-6
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.gamma, (int, float)) or self.gamma < 0:
+            raise MethodError(f"LRP-γ needs γ ≥ 0, got {self.gamma!r}")
+
+    def relevance(self, layer: Affine, x: Tensor, z: Tensor, r: Tensor) -> Tensor:
+        g, eps = float(self.gamma), self.stabilizer
+        bias = layer.bias
+        bp = 0.0 if bias is None else layer.bias_as(z, bias.clamp(min=0))
+        bn = 0.0 if bias is None else layer.bias_as(z, bias.clamp(max=0))
+        if bool(x.amin() >= 0):
+            p = layer.linear(x, layer.positive())
+            if bias is not None:
+                p += bp  # p = W'⁺x + b'⁺ ≥ 0
+            positive = z > 0
+            if not bool(r.masked_fill(positive, 0.0).any()):
+                # the usual case before a ReLU: relevance only where z > 0, so s_− = 0, and there z_+ > 0
+                z_pos = torch.add(z, p, alpha=g).clamp_(min=0).add_(eps)
+                return layer.transpose(torch.div(r, z_pos, out=z_pos), layer.mixed(g), x).mul_(x)
+            # z_± = z + γ(W'^±x + b'^±) on each side, with W'⁻x + b'⁻ = z − p from the forward; s = s_+ + s_−
+            # (disjoint; both 0 where r = 0, which every rule above gives where z = 0) and v = s_+ − s_−
+            s = stabilize(torch.add(z, torch.where(positive, p, z - p), alpha=g), eps)
+            torch.div(r, s, out=s)
+            v = s * z.sign()
+            u = torch.add(s, v, alpha=-g / (2 + g)).mul_(1 + g / 2)  # s_+ + (1 + γ) s_−
+            return torch.add(
+                layer.transpose(u, layer.weight, x), layer.transpose(v, layer.positive(), x), alpha=g
+            ).mul_(x)
+        w_up = layer.mixed(g)
+        w_down = layer.weight + g * layer.negative()
+        xp, xn = x.clamp(min=0), x.clamp(max=0)
+        base = layer.bias_as(z)
+        z_pos = layer.linear_pair(xp, w_up, xn, w_down) + base + g * bp
+        z_neg = layer.linear_pair(xp, w_down, xn, w_up) + base + g * bn
+        s_pos = torch.where(z > 0, r / stabilize(z_pos, eps), 0.0)
+        s_neg = torch.where(z < 0, r / stabilize(z_neg, eps), 0.0)
+        up_pos, down_pos = layer.transpose_pair(s_pos, w_up, w_down, x)
+        up_neg, down_neg = layer.transpose_pair(s_neg, w_up, w_down, x)
+        return xp * (up_pos + down_neg) + xn * (down_pos + up_neg)
+
+
+@dataclass
+class ZBox(LinearRule):
+    """LRP-zᴮ (Montavon et al. 2017) for the first layer, for inputs bounded by l ≤ x ≤ h:
+
+    z = Wx − W⁺l − W⁻h (the biases cancel),  R_in = x ⊙ Wᵀs − l ⊙ W⁺ᵀs − h ⊙ W⁻ᵀs,  s = R / z.
+
+    ``low``/``high`` are numbers or tensors broadcastable to the input (per channel: 1×C×1×1); None takes the
+    batch's per-channel minimum/maximum. The bounds are widened to contain the input.
+    """
+
+    low: Bound = None
+    high: Bound = None
+    stabilizer: float = 1e-6
+
+    def relevance(self, layer: Affine, x: Tensor, z: Tensor, r: Tensor) -> Tensor:
+        low = _bound(self.low, x, torch.amin).minimum(x)
+        high = _bound(self.high, x, torch.amax).maximum(x)
+        weight, positive = layer.weight, layer.positive()
+        # Wx − W⁺l − W⁻h = Wx − Wh + W⁺(h − l);  R_in = (x − h) ⊙ Wᵀs + (h − l) ⊙ W⁺ᵀs
+        denominator = (z - layer.bias_as(z)) + layer.linear_pair(-high, weight, high - low, positive)
+        s = r / stabilize(denominator, self.stabilizer)
+        own, pos = layer.transpose_pair(s, weight, positive, x)
+        return (x - high) * own + (high - low) * pos
+
+
+def _bound(value: Bound, x: Tensor, reduce: Callable) -> Tensor:
+    if value is None:
+        dims = [d for d in range(x.ndim) if d != 1]
+        return reduce(x, dim=dims, keepdim=True).expand_as(x)
+    return torch.as_tensor(value, dtype=x.dtype, device=x.device).expand_as(x)
+
+
+@dataclass
+class WSquare(LinearRule):
+    """LRP-w² (Montavon et al. 2017) for a first layer with unbounded inputs: R_i = Σ_j w²_ij / Σ_i' w²_i'j
+    · R_j.
+
+    Relevance is spread by the squared weights, independent of the input; the bias is left out so the rule
+    conserves relevance (zennit also squares the bias into the denominator).
+    """
+
+    stabilizer: float = 1e-6
+
+    def relevance(self, layer: Affine, x: Tensor, z: Tensor, r: Tensor) -> Tensor:
+        square = layer.weight**2
+        denominator = layer.linear(torch.ones_like(x), square)
+        return layer.transpose(r / stabilize(denominator, self.stabilizer), square, x)
+
+
+# --------------------------------------------------------------------------- parameter-free module rules
+class _Pass(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, out: Tensor) -> Tensor:
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, relevance: Tensor) -> tuple[Tensor, None]:
+        return relevance, None
+
+
+class Pass(Rule):
+    """Relevance passes through unchanged (elementwise activations other than ReLU: ELU, GELU, SiLU, …).
+
+    For a ReLU the gradient does the same thing (relevance at inactive units is already 0), so ReLUs keep it.
+    """
+
+    def forward_hook(self, module: nn.Module, inputs: tuple, output: Tensor) -> Tensor:
+        x = inputs[0]
+        if not torch.is_grad_enabled() or not x.requires_grad or output.shape != x.shape:
+            return output
+        return _Pass.apply(x, output.detach())
+
+
+class _TimesInput(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, rule: Norm) -> Tensor:
+        ctx.rule = rule
+        ctx.save_for_backward(x)
+        return x
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
+        (x,) = ctx.saved_tensors
+        relevance = x * grad
+        ctx.rule._record(relevance)
+        return relevance, None
+
+
+class _OverOutput(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, z: Tensor, epsilon: float) -> Tensor:
+        ctx.epsilon = epsilon
+        ctx.save_for_backward(z)
+        return z
+
+    @staticmethod
+    def backward(ctx: Any, relevance: Tensor) -> tuple[Tensor, None]:
+        (z,) = ctx.saved_tensors
+        return relevance / stabilize(z, ctx.epsilon), None
+
+
+class Norm(Rule):
+    """Proportional split for parameter-free linear operations (average pooling, mean, sum, interpolation):
+    R_in = x ⊙ Jᵀ(R_out / z). The operation's own backward supplies Jᵀ, so the rule costs two elementwise
+    operations (zennit's ``Norm``). Applied to the functional call (also the one inside ``nn.AvgPool2d``) by
+    :class:`~.canonizers.FunctionalRules`: a plain gradient would spread relevance onto inactive units, where
+    the following ReLU's gate would drop it.
+    """
+
+    def __init__(self, stabilizer: float = 1e-6) -> None:
+        self.stabilizer = stabilizer
+
+    def apply(self, op: Callable[..., Tensor], x: Tensor, *args: Any, **kwargs: Any) -> Tensor:
+        """``op(x, *args, **kwargs)`` with this rule as its backward."""
+        self._slot()
+        return _OverOutput.apply(op(_TimesInput.apply(x, self), *args, **kwargs), self.stabilizer)
+
+
+class _Sum(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, a: Tensor, b: Tensor, alpha: float, rule: Sum) -> Tensor:
+        out = a + alpha * b
+        ctx.alpha, ctx.rule = alpha, rule
+        ctx.save_for_backward(a, b, out)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, relevance: Tensor) -> tuple[Tensor, Tensor, None, None]:
+        a, b, out = ctx.saved_tensors
+        s = relevance / stabilize(out, ctx.rule.stabilizer)
+        ra = (a * s).sum_to_size(a.shape)
+        rb = (ctx.alpha * b * s).sum_to_size(b.shape)
+        ctx.rule._record(ra, rb)
+        return ra, rb, None, None
+
+
+class Sum(Rule):
+    """A residual add z = a + αb splits relevance in proportion to each branch's contribution:
+    R_a = a ⊙ R/z, R_b = αb ⊙ R/z (zennit's ResNet canonizer with the Norm rule on its Sum). Applied to the
+    functional add by :class:`~.canonizers.FunctionalRules`, since ``out += identity`` is no module.
+    """
+
+    def __init__(self, stabilizer: float = 1e-6) -> None:
+        self.stabilizer = stabilizer
+
+    def apply(self, a: Tensor, b: Tensor, alpha: float = 1.0) -> Tensor:
+        self._slot()
+        return _Sum.apply(a, b, float(alpha), self)
+
+
+class Unsupported(Rule):
+    """Raises UnsupportedModelError (naming the module type) as soon as the module runs."""
+
+    def __init__(self, method: str, reason: str) -> None:
+        self.method, self.reason = method, reason
+
+    def forward_pre_hook(self, module: nn.Module, inputs: tuple) -> None:
+        where = f" ({self.name!r})" if self.name else ""
+        raise UnsupportedModelError(
+            f"{self.method} cannot handle the module {type(module).__name__}{where}: {self.reason}"
+        )

@@ -1,0 +1,375 @@
+"""CAManimPlayer: every layer's CAM as a film with a timeline scrubber, and ybROAD per layer below it.
+
+The whole stack (layers × H × W, uint8, normalised local or global) travels to the browser ONCE as one binary
+buffer; playing, stepping and dragging the scrubber run in the browser (``js/camanim_player.js``), colouring
+each frame with the heatmap view's colormap tables, so scrubbing sends no kernel message per frame (the
+position is synced back once the scrubber rests). Below, a bqplot line shows the ybROAD score of each layer,
+the best layer marked; its cursor follows the scrubber in the browser (the player's front end moves the
+cursor mark's model directly), and clicking a point of the curve moves the scrubber there.
+
+Controls for the method, the target and the normalisation recompute in a background
+:class:`~xai_widgets.widgets.jobs.JobRunner` (cached; the latest request wins; progress and errors shown).
+Given an explorer's :class:`~xai_widgets.widgets.state.ExplanationState`, the player follows its picture and
+target.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import anywidget
+import bqplot
+import ipywidgets as w
+import numpy as np
+import traitlets as t
+from torch import nn
+
+from ..camanim import DEFAULT_KINDS, CAManimResult, LayerROAD, camanim
+from ..errors import InputError
+from ..methods.cam import GRADIENT_CAMS
+from ..model import ModelAdapter
+from ._assets import esm
+from .explorer import load_model
+from .heatmap import COLORMAPS, as_picture, colormap_table
+from .jobs import JobRunner, describe_error
+from .state import ExplanationState
+
+METHODS = (*GRADIENT_CAMS, "eigencam", "scorecam", "ablationcam")
+NORMALIZATIONS = ("global", "local")
+PREDICTED = -1  # the target menu's entry for "the predicted class" (None in the state)
+SEQUENTIAL = [name for name, (kind, _) in COLORMAPS.items() if kind == "sequential"]
+
+
+class CAManimView(anywidget.AnyWidget):
+    """The browser part of the player: the film on a canvas and its timeline (play/pause, step, speed, drag).
+
+    ``frames`` holds all L×H×W uint8 frames at once; ``index`` is the shown layer (set from Python to jump,
+    synced back from the browser once the scrubber rests); ``playing`` and ``fps`` drive the playback.
+    ``_road_cursor`` and ``_road_points`` are the bqplot marks the front end moves and listens to.
+    """
+
+    _esm = esm("camanim_player.js")
+
+    frames = t.Bytes(b"").tag(sync=True)
+    frames_shape = t.List(t.Int(), default_value=[0, 0, 0]).tag(sync=True)
+    image = t.Bytes(b"").tag(sync=True)
+    image_shape = t.List(t.Int(), default_value=[0, 0]).tag(sync=True)
+    names = t.List(t.Unicode()).tag(sync=True)
+    captions = t.List(t.Unicode()).tag(sync=True)
+    index = t.Int(0, min=0).tag(sync=True)
+    best = t.Int(-1).tag(sync=True)
+    playing = t.Bool(False).tag(sync=True)
+    fps = t.Float(4.0, min=0.25, max=60.0).tag(sync=True)
+
+    title = t.Unicode("").tag(sync=True)
+    colormap = t.Unicode("inferno").tag(sync=True)
+    opacity = t.Float(0.6, min=0.0, max=1.0).tag(sync=True)
+    size = t.Int(256, min=16).tag(sync=True)
+    error = t.Unicode("").tag(sync=True)
+    status = t.Unicode("").tag(sync=True)
+    progress = t.Float(None, allow_none=True).tag(sync=True)
+
+    _colormap_names = t.List(t.Unicode()).tag(sync=True)
+    _colormap_tables = t.Bytes(b"").tag(sync=True)
+    _road_cursor = t.Instance(bqplot.Lines, allow_none=True).tag(sync=True, **w.widget_serialization)
+    _road_points = t.Instance(bqplot.Scatter, allow_none=True).tag(sync=True, **w.widget_serialization)
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("_colormap_names", SEQUENTIAL)
+        kwargs.setdefault(
+            "_colormap_tables", np.concatenate([colormap_table(n) for n in SEQUENTIAL]).tobytes()
+        )
+        super().__init__(**kwargs)
+
+    @t.validate("colormap")
+    def _valid_colormap(self, proposal: dict) -> str:
+        if proposal["value"] not in SEQUENTIAL:
+            raise InputError(f"the film uses a sequential colormap: one of {', '.join(SEQUENTIAL)}")
+        return proposal["value"]
+
+    def show(self, film: CAManimResult, normalization: str, picture: np.ndarray) -> None:
+        """Send the whole film (one buffer) with its picture, layer names and captions."""
+        frames = film.frames(normalization).numpy()
+        with self.hold_sync():
+            self.frames_shape = list(frames.shape)
+            self.frames = frames.tobytes()
+            self.image_shape = list(picture.shape[:2])
+            self.image = picture.tobytes()
+            self.names = list(film.names)
+            self.captions = [f"{k}, {h}×{w}" for k, (h, w) in zip(film.kinds, film.resolutions)]
+            self.index = min(self.index, len(film) - 1)
+            self.best = -1
+
+
+class CAManimPlayer(w.VBox):
+    """A CAM at every layer of a model for one image, played as a film, with ybROAD per layer.
+
+    Args:
+        model: an ``nn.Module`` classifier, a ModelAdapter or a zoo name (``"shapes-resnet"``).
+        image: the picture (path, PIL image, H×W×C array, C×H×W tensor in [0, 1]); None to use ``state``'s.
+        target: class index, or None for the predicted class.
+        method: a CAM method (single pass for the gradient CAMs; see :func:`xai_widgets.camanim`).
+        normalization: ``global`` (one scale for all layers, from the raw maps) or ``local`` (per layer).
+        kinds: layer kinds of the film (conv and block outputs by default).
+        road: compute ybROAD per layer after the film (True) or not.
+        percentiles: ROAD percentiles.
+        fps: playback speed in layers per second.
+        size: display width of the film in pixels.
+        state: an explorer's ExplanationState to follow (picture and target), instead of ``image``/``target``.
+        runner: a JobRunner to share (default: a new one); ``background=False`` computes inside each call.
+
+    Example:
+        >>> player = CAManimPlayer("shapes-resnet", picture)  # doctest: +SKIP
+        >>> player.wait(); player.scores.best_layer()  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        model: nn.Module | ModelAdapter | str,
+        image: Any = None,
+        *,
+        target: int | None = None,
+        method: str = "gradcam",
+        normalization: str = "global",
+        kinds: Iterable[str] = DEFAULT_KINDS,
+        road: bool = True,
+        percentiles: Sequence[float] = (20, 40, 60, 80),
+        fps: float = 4.0,
+        size: int = 256,
+        state: ExplanationState | None = None,
+        runner: JobRunner | None = None,
+        background: bool = True,
+    ) -> None:
+        if method not in METHODS:
+            raise InputError(f"unknown CAManim method {method!r}; use one of {', '.join(METHODS)}")
+        if normalization not in NORMALIZATIONS:
+            raise InputError(f"normalization must be 'global' or 'local', got {normalization!r}")
+        self.adapter = load_model(model) if state is None else state.adapter
+        self.state = state if state is not None else ExplanationState(self.adapter, target=target)
+        self.runner = runner if runner is not None else JobRunner(background=background)
+        self.kinds = tuple(kinds)
+        self.road_enabled = bool(road)
+        self.percentiles = tuple(float(p) for p in percentiles)
+        self.film: CAManimResult | None = None
+        self.scores: LayerROAD | None = None
+
+        self.method_select = w.Dropdown(description="method", options=list(METHODS), value=method)
+        classes = [(self._class_name(i), i) for i in range(self.adapter.num_classes)]
+        self.target_select = w.Dropdown(
+            description="target",
+            options=[("predicted class", PREDICTED), *classes],
+            value=PREDICTED if self.state.target is None else self.state.target,
+        )
+        self.normalization_select = w.ToggleButtons(
+            options=list(NORMALIZATIONS),
+            value=normalization,
+            tooltips=["one scale for all layers", "per layer"],
+        )
+        self.normalization_select.style.button_width = "70px"
+        self.message = w.HTML()
+
+        self.view = CAManimView(fps=fps, size=size)
+        self._build_chart()
+        self.view._road_cursor, self.view._road_points = self.cursor, self.points
+        controls = w.HBox([self.method_select, self.target_select, self.normalization_select])
+        super().__init__([controls, self.message, self.view, self.figure])
+        self.add_class("xai-camanim-player")
+
+        self.method_select.observe(lambda change: self._request(), names="value")
+        self.target_select.observe(
+            lambda change: setattr(
+                self.state, "target", None if change["new"] == PREDICTED else change["new"]
+            ),
+            names="value",
+        )
+        self.normalization_select.observe(self._on_normalization, names="value")
+        self.view.observe(self._on_index, names="index")
+        self.state.observe(self._on_picture, names="picture")
+        self.state.observe(self._on_target, names="target")
+        if image is not None:
+            self.set_image(image)
+        elif self.state.picture is not None:
+            self._on_picture({"new": self.state.picture})
+        else:
+            self._show_message("no image yet: call set_image(picture)")
+
+    # ------------------------------------------------------------------ public
+    @property
+    def index(self) -> int:
+        """The layer shown (its position in ``film.names``)."""
+        return self.view.index
+
+    @index.setter
+    def index(self, value: int) -> None:
+        self.view.index = int(value)
+
+    @property
+    def normalization(self) -> str:
+        return self.normalization_select.value
+
+    def set_image(self, image: Any, name: str = "") -> None:
+        """Use a new picture; a bad one shows its error in the widget and raises InputError."""
+        try:
+            self.state.set_image(image, name)
+        except InputError as error:
+            self._show_message(f"could not use the image: {describe_error(error)}")
+            raise
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the film and its ROAD scores are computed (scripts and tests)."""
+        return self.runner.wait(timeout)
+
+    def cancel(self) -> None:
+        self.runner.cancel()
+
+    def save(self, path: str, **options: Any) -> Any:
+        """Export the current film (MP4, GIF or PNG sheet; :mod:`xai_widgets.export`) as normalised here."""
+        if self.film is None:
+            raise InputError("there is no film yet")
+        options.setdefault("mode", self.normalization)
+        return self.film.save(path, **options)
+
+    # ------------------------------------------------------------------- chart
+    def _build_chart(self) -> None:
+        self.x_scale = bqplot.LinearScale(min=0.0, max=1.0)
+        self.y_scale = bqplot.LinearScale(min=-0.5, max=0.5)
+        scales = {"x": self.x_scale, "y": self.y_scale}
+        self.line = bqplot.Lines(x=[], y=[], scales=scales, colors=["#2a7ae2"], stroke_width=1.5)
+        self.points = bqplot.Scatter(
+            x=[],
+            y=[],
+            scales=scales,
+            colors=["#2a7ae2"],
+            default_size=40,
+            interactions={"click": "select"},
+            selected_style={"stroke": "#d62728", "stroke-width": 2},
+            unselected_style={"opacity": 0.9},
+            tooltip=bqplot.Tooltip(fields=["x", "y"], labels=["layer", "ybROAD"], formats=["", ".3f"]),
+        )
+        self.best_mark = bqplot.Scatter(
+            x=[], y=[], scales=scales, marker="diamond", colors=["#2ca02c"], default_size=160
+        )
+        self.cursor = bqplot.Lines(
+            x=[0.0, 0.0],
+            y=[-0.5, 0.5],
+            scales=scales,
+            colors=["#d62728"],
+            stroke_width=2,
+            preserve_domain={"x": True, "y": True},
+        )
+        axes = [
+            bqplot.Axis(scale=self.x_scale, label="layer (forward order)", tick_format="d"),
+            bqplot.Axis(scale=self.y_scale, side="left", label="ybROAD", tick_format=".3f"),
+        ]
+        self.figure = bqplot.Figure(
+            marks=[self.line, self.cursor, self.points, self.best_mark],
+            axes=axes,
+            title="ybROAD per layer (higher: more faithful)",
+            fig_margin={"top": 40, "bottom": 45, "left": 60, "right": 15},
+            layout=w.Layout(width="520px", height="230px"),
+        )
+        self.figure.add_class("xai-camanim-road")
+
+    def _show_scores(self, scores: LayerROAD) -> None:
+        self.scores = scores
+        values = scores.score[:, 0].numpy().astype(float)
+        layers = np.arange(len(values), dtype=float)
+        low, high = float(values.min()), float(values.max())
+        pad = max(0.02, 0.1 * (high - low))
+        best = int(scores.best[0])
+        with self.figure.hold_sync():
+            self.x_scale.min, self.x_scale.max = -0.5, len(values) - 0.5
+            self.y_scale.min, self.y_scale.max = low - pad, high + pad
+            self.line.x, self.line.y = layers, values
+            self.points.x, self.points.y = layers, values
+            self.best_mark.x, self.best_mark.y = [float(best)], [float(values[best])]
+            self.cursor.y = [low - pad, high + pad]
+            self.cursor.x = [float(self.index)] * 2
+            self.figure.title = f"ybROAD per layer — best: {scores.names[best]} ({values[best]:+.3f})"
+        self.view.best = best
+        self.view.status, self.view.progress = "", None
+
+    # ----------------------------------------------------------------- handlers
+    def _class_name(self, index: int) -> str:
+        return f"{index}: {self.adapter.labels[index]}" if self.adapter.labels else f"class {index}"
+
+    def _show_message(self, text: str) -> None:
+        self.message.value = f"<div style='color:#a00'>{html.escape(text)}</div>" if text else ""
+
+    def _on_picture(self, change: dict) -> None:
+        if change["new"] is not None:
+            self._show_message("")
+            self._request()
+
+    def _on_target(self, change: dict) -> None:
+        choice = PREDICTED if change["new"] is None else change["new"]
+        if self.target_select.value != choice:
+            self.target_select.value = choice
+        self._request()
+
+    def _on_normalization(self, change: dict) -> None:
+        if self.film is not None:
+            self.view.show(self.film, change["new"], self.state.display_picture())
+            if self.scores is not None:
+                self.view.best = int(self.scores.best[0])
+
+    def _on_index(self, change: dict) -> None:
+        self.cursor.x = [float(change["new"])] * 2
+
+    # ----------------------------------------------------------------- requests
+    def _key(self, kind: str) -> tuple:
+        return (kind, self.method_select.value, self.state.target, self.kinds, self.state.image_hash)
+
+    def _request(self) -> None:
+        if self.state.picture is None:
+            return
+        method, target, kinds = self.method_select.value, self.state.target, self.kinds
+        x, adapter = self.state.model_input(), self.adapter
+        key = self._key("camanim")
+        road_key = (*key, self.percentiles)
+        if not self.runner.cached(key):
+            self.view.status, self.view.progress = f"computing {method} at every layer…", 0.0
+        self.runner.cancel("road")
+
+        def compute(progress: Any) -> CAManimResult:
+            return camanim(adapter, x, target, method=method, kinds=kinds, progress=progress).cpu()
+
+        self.runner.submit(
+            "camanim",
+            key,
+            compute,
+            on_result=lambda film: self._show_film(film, road_key),
+            on_error=self._show_error,
+            on_progress=lambda done, total: setattr(self.view, "progress", done / max(total, 1)),
+            on_cancel=lambda: setattr(self.view, "status", "cancelled"),
+        )
+
+    def _show_film(self, film: CAManimResult, road_key: tuple) -> None:
+        self.film, self.scores = film, None
+        target = None if film.target is None else int(film.target[0])
+        self.view.title = f"{film.method} → {self._class_name(target) if target is not None else 'custom'}"
+        self.view.show(film, self.normalization, as_picture(self.state.display_picture()))
+        self.view.error = ""
+        with self.figure.hold_sync():
+            for mark in (self.line, self.points, self.best_mark):
+                mark.x, mark.y = [], []
+            self.figure.title = "ybROAD per layer (higher: more faithful)"
+        if not self.road_enabled:
+            self.view.status, self.view.progress = "", None
+            return
+        self.view.status, self.view.progress = "scoring every layer with ROAD…", 0.0
+        self.runner.submit(
+            "road",
+            road_key,
+            lambda progress: film.road(self.percentiles, progress=progress),
+            on_result=self._show_scores,
+            on_error=self._show_error,
+            on_progress=lambda done, total: setattr(self.view, "progress", done / max(total, 1)),
+            on_cancel=lambda: setattr(self.view, "status", ""),
+        )
+
+    def _show_error(self, error: BaseException) -> None:
+        self.view.error = describe_error(error)
+        self.view.status, self.view.progress = "", None
