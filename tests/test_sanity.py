@@ -250,17 +250,20 @@ def _published(name: str) -> dict:
                 scores = compare(trained, randomized, ("spearman_abs",))["spearman_abs"]
                 result["similarity"][method] = float(scores.mean())
                 if method in ("guided_backprop", "saliency"):
-                    result["alignment"][method] = input_alignment(trained, x).summary()
+                    result["alignment"][method] = input_alignment(trained, x)
         _PUBLISHED[name] = result
     return _PUBLISHED[name]
 
 
-_RESNET_SALIENCY = (
-    "shapes-resnet's head is one Linear on 64 globally pooled features whose input Jacobian is nearly low-rank "
-    "(the top 3 of 64 directions carry 78-90% of its energy): any readout gives |gradient| maps with the same "
-    "spatial envelope (Spearman 0.88-0.94 with sum_k |J_k| for the trained head, 0.76-0.81 for random heads), so "
-    "the absolute map stays similar (0.72) while the signed map decorrelates (0.12), and the next block "
-    "randomized brings it to 0.33. A property of this small GAP+linear model, not of the randomization."
+_GRADIENT_ENVELOPE = (
+    "the shipped models end in a global pooling bottleneck (ResNet: average, VGG: max) and a small dense head; "
+    "the |gradient| for any readout of the pooled features follows the same spatial envelope sum_k |dF_k/dx| "
+    "(Spearman 0.73-0.96 with it for the trained head, 0.63-0.93 for random heads), fixed by the trained body, "
+    "so after the head is randomized the absolute map stays similar (0.74 on both) while the signed map "
+    "decorrelates (Spearman -0.07 / 0.09); Quantus's MPRT gives the same value"
+)
+_VGG_GBP = (
+    "borderline: 0.798 on shapes-vgg, whose head is two dense layers with a ReLU (0.94 on shapes-resnet)"
 )
 
 
@@ -268,14 +271,21 @@ _RESNET_SALIENCY = (
 @pytest.mark.parametrize(
     ("name", "method", "stays_similar"),
     [
-        ("shapes-vgg", "guided_backprop", True),
+        pytest.param(
+            "shapes-vgg", "guided_backprop", True, marks=pytest.mark.xfail(strict=True, reason=_VGG_GBP)
+        ),
         ("shapes-vgg", "lrp_zplus", True),
-        ("shapes-vgg", "saliency", False),
+        pytest.param(
+            "shapes-vgg", "saliency", False, marks=pytest.mark.xfail(strict=True, reason=_GRADIENT_ENVELOPE)
+        ),
         ("shapes-vgg", "gradcam", False),
         ("shapes-resnet", "guided_backprop", True),
         ("shapes-resnet", "lrp_zplus", True),
         pytest.param(
-            "shapes-resnet", "saliency", False, marks=pytest.mark.xfail(strict=True, reason=_RESNET_SALIENCY)
+            "shapes-resnet",
+            "saliency",
+            False,
+            marks=pytest.mark.xfail(strict=True, reason=_GRADIENT_ENVELOPE),
         ),
         ("shapes-resnet", "gradcam", False),
     ],
@@ -283,7 +293,7 @@ _RESNET_SALIENCY = (
 def test_trained_shapes_models_show_the_published_picture(name, method, stays_similar):
     """Adebayo et al.'s finding on the shipped models: once the classifier head is randomized, Guided Backprop
     and LRP-z⁺ maps stay highly similar to the trained ones (mean Spearman of |map| > 0.8), the gradient's and
-    Grad-CAM's do not (< 0.5)."""
+    Grad-CAM's do not (< 0.5). The deviations are marked, with why (see the report of issue 7)."""
     result = _published(name)
     assert result["head"] in ("classifier", "fc") and result["accuracy"] > 0.9
     similarity = result["similarity"][method]
@@ -295,9 +305,11 @@ def test_trained_shapes_models_show_the_published_picture(name, method, stays_si
 
 @pytest.mark.parametrize("name", ["shapes-vgg", "shapes-resnet"])
 def test_guided_backprop_is_far_more_aligned_with_the_input_than_the_gradient(name):
-    """Zheng et al.'s explanation of the picture above: Guided Backprop's map is the input's structure."""
+    """Zheng et al.'s explanation of the picture above: Guided Backprop's map is the input's structure, on
+    every one of the 32 images, globally and where the map puts its mass, and far above the shuffled null."""
     alignment = _published(name)["alignment"]
     gbp, grad = alignment["guided_backprop"], alignment["saliency"]
-    assert gbp["cosine"] > grad["cosine"] + 0.2, alignment
-    assert gbp["local"] > grad["local"] + 0.2, alignment
-    assert gbp["cosine"] > gbp["null_cosine"] + 0.2, alignment
+    assert (gbp.cosine > grad.cosine).all(), (gbp.summary(), grad.summary())
+    assert (gbp.local > grad.local).all(), (gbp.summary(), grad.summary())
+    assert gbp.local.mean() > grad.local.mean() + 0.2, (gbp.summary(), grad.summary())
+    assert gbp.cosine.mean() > gbp.null_cosine.mean() + 0.2, gbp.summary()

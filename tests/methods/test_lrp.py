@@ -326,3 +326,15 @@ def test_substituted_parameters_are_used(resnet18):
     changed.load_state_dict(params, strict=False)
     torch.testing.assert_close(substituted.pixel, xw.explain(changed, x, 3, "lrp_composite").pixel)
     assert not torch.allclose(substituted.pixel, xw.explain(adapter, x, 3, "lrp_composite").pixel)
+
+
+def test_torchvision_densenet_with_functional_inplace_relu_conserves(guard):
+    # DenseNet ends its features with F.relu(features, inplace=True) on a BatchNorm output that carries a rule
+    torch.manual_seed(9)
+    model = torchvision.models.DenseNet(
+        growth_rate=4, block_config=(2, 2), num_init_features=8, bn_size=2, num_classes=3
+    ).eval()
+    bias_free(model)
+    with guard(model):
+        e = xw.explain(model, torch.randn(2, 3, 32, 32), 1, "lrp_epsilon", epsilon=1e-9)
+    assert_conserves(e, ["features.conv0", "classifier"])

@@ -34,7 +34,7 @@ from torch.overrides import TorchFunctionMode
 from ..errors import UnsupportedModelError
 from .rules import Affine, Ledger, LinearRule, Norm, ReLURule, Rule, Sum
 
-_TORCH_DIR = os.path.dirname(torch.__file__)
+_TORCH_DIR = os.path.dirname(torch.__file__) + os.sep
 _THIS_FILE = __file__
 
 _RELU = {F.relu, torch.relu, Tensor.relu}
