@@ -267,7 +267,6 @@ _VGG_GBP = (
 )
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize(
     ("name", "method", "stays_similar"),
     [

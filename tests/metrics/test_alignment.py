@@ -114,7 +114,6 @@ def _random_nets(count: int):
         yield xw.ModelAdapter(model, input_size=(3, 16, 16)), generator
 
 
-@pytest.mark.slow
 def test_negative_filtering_maps_never_point_against_the_input():
     """⟨GBP map, x⟩ ≥ 0 and ⟨RectGrad map, x⟩ ≥ 0 for every input and class on 100 random networks with a
     bias-free first layer (Zheng et al. 2025), while the plain gradient's inner product is negative for some."""

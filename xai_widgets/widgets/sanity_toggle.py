@@ -77,6 +77,11 @@ class SanityToggle(w.VBox):
         background: bool = True,
         **explorer_options: Any,
     ) -> None:
+        sanity._check_mode(mode)
+        if granularity not in sanity.GRANULARITIES:
+            raise XAIError(
+                f"granularity must be one of {', '.join(sanity.GRANULARITIES)}, got {granularity!r}"
+            )
         if isinstance(model, AttributionExplorer):
             if image is not None or methods is not None or explorer_options:
                 raise XAIError("with an existing explorer, choose the image and methods in the explorer")
