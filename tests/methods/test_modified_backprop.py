@@ -1,4 +1,4 @@
-"""Modified backprop: agreement with Captum, RectGrad against a direct implementation, Guided Grad-CAM,
+"""xai_widgets.methods.modified_backprop: agreement with Captum, RectGrad against a direct implementation, Guided Grad-CAM,
 input alignment, functional ReLUs, model left untouched."""
 
 import copy
