@@ -24,6 +24,7 @@ from __future__ import annotations
 import dis
 import os
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -169,10 +170,12 @@ class FunctionalRules(TorchFunctionMode):
 
     def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
         kwargs = kwargs or {}
-        if not torch.is_grad_enabled():
+        if not torch.is_grad_enabled() or not args:
             return func(*args, **kwargs)
-        if not args:
-            return func(*args, **kwargs)
+        if self.ledger is not None and self.ledger.watching and not _metadata(func):
+            relu = func in _RELU or func in _RELU_INPLACE
+            for tensor in _tensors(args, kwargs):
+                self.ledger.use(tensor, relu)
         if func in _RELU or func in _RELU_INPLACE:
             x = args[0]
             if self._tracked(x) and (self.relu is None or self.relu.depth == 0):
@@ -245,6 +248,33 @@ class FunctionalRules(TorchFunctionMode):
         if module is None:
             return "an operation in the model's forward"
         return f"the module {type(module).__name__} ({repr(name) if name else 'the model itself'})"
+
+
+_METADATA = {
+    Tensor.dim,
+    Tensor.size,
+    Tensor.numel,
+    Tensor.stride,
+    Tensor.detach,
+    Tensor.is_contiguous,
+    Tensor.is_floating_point,
+    Tensor.data_ptr,
+    Tensor.element_size,
+}
+
+
+def _metadata(func: Any) -> bool:
+    """Operations that only read a tensor's metadata, or cut it from the graph: no relevance flows there."""
+    return func in _METADATA or getattr(func, "__name__", "") == "__get__"
+
+
+def _tensors(args: tuple, kwargs: dict) -> Iterator[Tensor]:
+    """Every tensor among the arguments of an operation, also inside lists and tuples (``torch.cat``)."""
+    for value in (*args, *kwargs.values()):
+        if isinstance(value, Tensor):
+            yield value
+        elif isinstance(value, (list, tuple)):
+            yield from _tensors(tuple(value), {})
 
 
 def inplace_error(method: str, error: RuntimeError) -> UnsupportedModelError | None:

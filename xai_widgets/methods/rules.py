@@ -7,7 +7,8 @@ module's own derivative. The forward values are never changed.
 
 Two families live here:
 
-- ReLU rules for modified backprop (Guided Backprop, Deconvnet, RectGrad); the signal is a gradient.
+- ReLU rules for modified backprop (Guided Backprop, Deconvnet, RectGrad); the signal is a gradient. LRP's
+  ReLU rule (:class:`PassReLU`) shares their machinery.
 - LRP rules (Bach et al. 2015; Montavon et al. 2017, 2019); the signal *is* relevance, as in zennit: for an
   affine layer z = Wx + b the rules have the form R_in = x ⊙ ∂(ρ-modified z)ᵀ (R_out / stabilised z). They
   read the forward's own z, so ε needs one transposed convolution per layer and no extra forward; rules with
@@ -40,15 +41,18 @@ def stabilize(z: Tensor, epsilon: float) -> Tensor:
 
 
 class Ledger:
-    """Per-layer relevance totals of one LRP backward: ``totals[name]`` is Σ R_in per sample at that layer's
-    input.
+    """What one LRP pass records.
 
-    Entries are created in forward order (so the dict reads from the input towards the output) and filled
-    during the backward. A module called several times accumulates.
+    ``totals[name]`` is Σ R_in per sample at that layer's input; entries are created in forward order (so
+    the dict reads from the input towards the output) and filled during the backward; a module called several
+    times accumulates. For each rule output, :class:`~.canonizers.FunctionalRules` also counts the operations
+    of the forward that used it and whether each was a ReLU (``watch``/``use``): an output used by exactly one
+    ReLU receives relevance only where it is positive, which lets LRP-γ skip a test.
     """
 
     def __init__(self) -> None:
         self.totals: dict[str, Tensor | None] = {}
+        self._outputs: dict[int, tuple[Tensor, list]] = {}
 
     def slot(self, name: str | None) -> None:
         if name is not None and name not in self.totals:
@@ -60,6 +64,22 @@ class Ledger:
         total = sum(r.detach().flatten(1).sum(1) for r in relevance)
         previous = self.totals.get(name)
         self.totals[name] = total if previous is None else previous + total
+
+    @property
+    def watching(self) -> bool:
+        return bool(self._outputs)
+
+    def watch(self, output: Tensor) -> list:
+        """Start counting the uses of ``output``; returns its [uses, all uses were ReLUs] cell."""
+        cell = [0, True]
+        self._outputs[id(output)] = (output, cell)
+        return cell
+
+    def use(self, tensor: Tensor, relu: bool) -> None:
+        hit = self._outputs.get(id(tensor))
+        if hit is not None and hit[0] is tensor:
+            hit[1][0] += 1
+            hit[1][1] = hit[1][1] and relu
 
 
 class Rule:
@@ -184,7 +204,8 @@ _SAMPLE = 16384
 
 
 def percentile(values: Tensor, q: float) -> Tensor:
-    """Nearest-rank q-th percentile of each row of an N×M tensor: the k-th smallest value, k = round(q/100·(M−1)) + 1.
+    """Nearest-rank q-th percentile of each row of an N×M tensor: the k-th smallest value with
+    k = round(q/100·(M−1)) + 1.
 
     Exact for rows of up to 16384 values. A longer row uses the same order statistic of a fixed pseudo-random
     sample of 16384 of its values, whose rank in the row is off by about √(p(1−p)/16384)·M (p = 0.98: 0.1% of
@@ -224,6 +245,7 @@ class Affine:
     scale: Tensor | None = None
     elementwise: bool = False
     param: Tensor | None = None  # the weight parameter itself: the key of the derived weights
+    usage: list | None = None  # [uses, all were ReLUs] of the output in the forward (see Ledger.watch)
     _cache: dict = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -243,6 +265,12 @@ class Affine:
         if self.scale is not None:
             scale = scale * self.scale
         return Affine(self.module, self.raw, bias, scale, self.elementwise, self.param)
+
+    @property
+    def feeds_one_relu(self) -> bool:
+        """True when the forward used this layer's output exactly once, in a ReLU: relevance then arrives
+        only where the output is positive."""
+        return self.usage is not None and self.usage[0] == 1 and self.usage[1]
 
     # ------------------------------------------------------------------------------------- weights
     def _derived(self, key: Any, make: Callable[[], Tensor]) -> Tensor:
@@ -424,7 +452,10 @@ class LinearRule(Rule, ABC):
         if not torch.is_grad_enabled() or not x.requires_grad:
             return z
         self._slot()
-        return _Relevance.apply(x, z.detach(), self, layer)
+        out = _Relevance.apply(x, z.detach(), self, layer)
+        if self.ledger is not None:
+            layer.usage = self.ledger.watch(out)
+        return out
 
     @abstractmethod
     def relevance(self, layer: Affine, x: Tensor, z: Tensor, r: Tensor) -> Tensor:
@@ -514,8 +545,9 @@ class Gamma(LinearRule):
     R_in = x⁺ ⊙ (W_+ᵀ s_+ + W_−ᵀ s_−) + x⁻ ⊙ (W_−ᵀ s_+ + W_+ᵀ s_−),  s_± = 1[z ≷ 0] R / z_±.
 
     For x ≥ 0 both z_± follow from the forward's z and one extra convolution p = W⁺x + b⁺, and
-    R_in = x ⊙ [Wᵀ(s_+ + (1+γ)s_−) + γW⁺ᵀ(s_+ − s_−)]. Before a ReLU the relevance sits where z > 0 only, so
-    s_− = 0 and R_in = x ⊙ (W + γW⁺)ᵀs_+: one forward and one transposed convolution; two before a residual add.
+    R_in = x ⊙ [Wᵀ(s_+ + (1+γ)s_−) + γW⁺ᵀ(s_+ − s_−)]. Before a ReLU the relevance sits where z > 0 only,
+    so s_− = 0 and R_in = x ⊙ (W + γW⁺)ᵀs_+: one forward and one transposed convolution (two before a
+    residual add).
     """
 
     gamma: float = 0.25
@@ -535,7 +567,7 @@ class Gamma(LinearRule):
             if bias is not None:
                 p += bp  # p = W'⁺x + b'⁺ ≥ 0
             positive = z > 0
-            if not bool(r.masked_fill(positive, 0.0).any()):
+            if layer.feeds_one_relu or not bool(r.masked_fill(positive, 0.0).any()):
                 # the usual case before a ReLU: relevance only where z > 0, so s_− = 0, and there z_+ > 0
                 z_pos = torch.add(z, p, alpha=g).clamp_(min=0).add_(eps)
                 return layer.transpose(torch.div(r, z_pos, out=z_pos), layer.mixed(g), x).mul_(x)
@@ -622,9 +654,8 @@ class _Pass(torch.autograd.Function):
 
 
 class Pass(Rule):
-    """Relevance passes through unchanged (elementwise activations other than ReLU: ELU, GELU, SiLU, …).
-
-    For a ReLU the gradient does the same thing (relevance at inactive units is already 0), so ReLUs keep it.
+    """LRP at an elementwise activation other than ReLU (ELU, GELU, SiLU, LeakyReLU, …): relevance passes
+    through unchanged, as zennit's ``Pass`` (ReLUs get :class:`PassReLU`, which also covers functional calls).
     """
 
     def forward_hook(self, module: nn.Module, inputs: tuple, output: Tensor) -> Tensor:
