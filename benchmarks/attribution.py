@@ -13,6 +13,7 @@ Weights are random (no download); the timings do not depend on them.
 from __future__ import annotations
 
 import argparse
+import functools
 import platform
 import statistics
 import time
@@ -29,19 +30,31 @@ warnings.filterwarnings("ignore")
 EXPENSIVE = {"scorecam", "ablationcam", "integrated_gradients", "smoothgrad", "vargrad"}
 
 
-def timed(fn: Callable[[], object], repeat: int, device: torch.device) -> float:
-    """Median wall time of ``fn`` in milliseconds, after one warm-up call."""
+def _clock(fn: Callable[[], object], device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
     fn()
-    times = []
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return (time.perf_counter() - start) * 1000
+
+
+def paired(
+    fn: Callable[[], object], base: Callable[[], object], repeat: int, device: torch.device
+) -> tuple[float, float]:
+    """(median ms of ``fn``, median of fn ÷ floor) with the floor timed right before each call, so a change in
+    machine load between rounds moves both, after one warm-up call of each. A single round (the expensive
+    methods) takes the median of three floors."""
+    base()
+    fn()
+    times, ratios = [], []
     for _ in range(repeat):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)
+        floor_ms = statistics.median(_clock(base, device) for _ in range(3 if repeat == 1 else 1))
+        ms = _clock(fn, device)
+        times.append(ms)
+        ratios.append(ms / floor_ms)
+    return statistics.median(times), statistics.median(ratios)
 
 
 def floor(model: torch.nn.Module, x: torch.Tensor, target: torch.Tensor) -> Callable[[], object]:
@@ -58,7 +71,9 @@ def cam_layer(name: str, model: torch.nn.Module) -> tuple[str, torch.nn.Module]:
     return "features.29", model.features[29]
 
 
-def peers(name: str, model: torch.nn.Module, x: torch.Tensor, target: torch.Tensor) -> dict[str, tuple[str, Callable]]:
+def peers(
+    name: str, model: torch.nn.Module, x: torch.Tensor, target: torch.Tensor
+) -> dict[str, tuple[str, Callable]]:
     """Peer implementations keyed by our method name: (label, callable)."""
     out: dict[str, tuple[str, Callable]] = {}
     t = target.tolist()
@@ -66,19 +81,27 @@ def peers(name: str, model: torch.nn.Module, x: torch.Tensor, target: torch.Tens
         from captum.attr import Deconvolution, GuidedBackprop, InputXGradient, IntegratedGradients, Saliency
 
         out["saliency"] = ("captum Saliency", lambda: Saliency(model).attribute(x, target=t, abs=False))
-        out["input_x_gradient"] = ("captum InputXGradient", lambda: InputXGradient(model).attribute(x, target=t))
+        out["input_x_gradient"] = (
+            "captum InputXGradient",
+            lambda: InputXGradient(model).attribute(x, target=t),
+        )
         out["integrated_gradients"] = (
             "captum IG",
             lambda: IntegratedGradients(model).attribute(x, target=t, n_steps=50, internal_batch_size=64),
         )
-        out["guided_backprop"] = ("captum GuidedBackprop", lambda: GuidedBackprop(model).attribute(x, target=t))
+        out["guided_backprop"] = (
+            "captum GuidedBackprop",
+            lambda: GuidedBackprop(model).attribute(x, target=t),
+        )
         out["deconvnet"] = ("captum Deconvolution", lambda: Deconvolution(model).attribute(x, target=t))
     except ImportError:
         pass
     try:
         from zennit.attribution import Gradient
-        from zennit.composites import EpsilonGammaBox, EpsilonPlusFlat
+        from zennit.composites import EpsilonGammaBox, LayerMapComposite, SpecialFirstLayerMapComposite
+        from zennit.rules import AlphaBeta, Epsilon, Norm, Pass, ZBox
         from zennit.torchvision import ResNetCanonizer, VGGCanonizer
+        from zennit.types import Activation, AvgPool, Convolution, Linear
 
         canonizers = [ResNetCanonizer()] if name.startswith("resnet") else [VGGCanonizer()]
         onehot = torch.zeros(x.shape[0], 1000, device=x.device)
@@ -91,10 +114,39 @@ def peers(name: str, model: torch.nn.Module, x: torch.Tensor, target: torch.Tens
 
             return run
 
-        out["lrp_epsilon"] = ("zennit EpsilonPlusFlat", zennit_run(EpsilonPlusFlat(canonizers=canonizers)))
+        out["lrp_epsilon"] = (
+            "zennit Epsilon",
+            zennit_run(
+                LayerMapComposite(
+                    layer_map=[
+                        (Activation, Pass()),
+                        (AvgPool, Norm()),
+                        (Convolution, Epsilon()),
+                        (Linear, Epsilon()),
+                    ],
+                    canonizers=canonizers,
+                )
+            ),
+        )
+        box = {"low": torch.full_like(x, -3.0), "high": torch.full_like(x, 3.0)}
         out["lrp_composite"] = (
+            "zennit ε/α1β0/zᴮ",
+            zennit_run(
+                SpecialFirstLayerMapComposite(
+                    layer_map=[
+                        (Activation, Pass()),
+                        (AvgPool, Norm()),
+                        (Convolution, AlphaBeta(1.0, 0.0)),
+                        (Linear, Epsilon()),
+                    ],
+                    first_map=[(Convolution, ZBox(**box))],
+                    canonizers=canonizers,
+                )
+            ),
+        )
+        out["lrp_composite middle=gamma"] = (
             "zennit EpsilonGammaBox",
-            zennit_run(EpsilonGammaBox(low=-3.0, high=3.0, canonizers=canonizers)),
+            zennit_run(EpsilonGammaBox(canonizers=canonizers, **box)),
         )
     except ImportError:
         pass
@@ -137,20 +189,26 @@ def peers(name: str, model: torch.nn.Module, x: torch.Tensor, target: torch.Tens
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--models", nargs="+", default=["resnet18", "vgg16"])
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 8])
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--skip-expensive", action="store_true", help="leave out Score-CAM, Ablation-CAM, IG, SmoothGrad")
+    parser.add_argument(
+        "--skip-expensive", action="store_true", help="leave out Score-CAM, Ablation-CAM, IG, SmoothGrad"
+    )
     parser.add_argument("--methods", nargs="*", help="only these of our methods")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    print(f"# attribution benchmark — {time.strftime('%Y-%m-%d')}, {platform.processor() or platform.machine()}, "
-          f"torch {torch.__version__}, device {device}, {args.threads} threads, {args.size}×{args.size}\n")
+    print(
+        f"# attribution benchmark — {time.strftime('%Y-%m-%d')}, {platform.processor() or platform.machine()}, "
+        f"torch {torch.__version__}, device {device}, {args.threads} threads, {args.size}×{args.size}\n"
+    )
     for name in args.models:
         torch.manual_seed(0)
         model = getattr(torchvision.models, name)().eval().to(device)
@@ -159,32 +217,37 @@ def main() -> None:
         for batch in args.batches:
             x = torch.randn(batch, 3, args.size, args.size, device=device)
             target = torch.arange(batch, device=device) % 1000
-            base = timed(floor(model, x, target), args.repeat, device)
-            print(f"## {name}, batch {batch}: forward+backward floor {base:.1f} ms\n")
+            base = floor(model, x, target)
+            base_ms = _clock(base, device)
+            print(f"## {name}, batch {batch}: forward+backward floor ≈ {base_ms:.1f} ms\n")
             print("| method | ours ms | ours × floor | peer | peer ms | peer × floor |")
             print("|---|---:|---:|---|---:|---:|")
             theirs = peers(name, model, x, target)
-            for info in xw.methods():
-                if args.methods and info.name not in args.methods:
+            rows = [
+                (info.name, info.name, {"layer": layer} if info.needs_layer else {}) for info in xw.methods()
+            ]
+            rows.append(("lrp_composite middle=gamma", "lrp_composite", {"middle": "gamma"}))
+            for label, method, kwargs in rows:
+                if args.methods and method not in args.methods:
                     continue
-                if args.skip_expensive and info.name in EXPENSIVE:
+                if args.skip_expensive and method in EXPENSIVE:
                     continue
-                repeat = 1 if info.name in EXPENSIVE else args.repeat
-                kwargs = {"layer": layer} if info.needs_layer else {}
+                repeat = 1 if method in EXPENSIVE else args.repeat
                 try:
-                    ms = timed(lambda: xw.explain(adapter, x, target, info.name, **kwargs), repeat, device)
-                    ours = f"{ms:.1f} | {ms / base:.2f}"
+                    run = functools.partial(xw.explain, adapter, x, target, method, **kwargs)
+                    ms, ratio = paired(run, base, repeat, device)
+                    ours = f"{ms:.1f} | {ratio:.2f}"
                 except xw.XAIError as error:
                     ours = f"error: {error} | –"
-                label, peer_ms, peer_ratio = "–", "–", "–"
-                if info.name in theirs:
-                    label, fn = theirs[info.name]
+                peer, peer_ms, peer_ratio = "–", "–", "–"
+                if label in theirs:
+                    peer, fn = theirs[label]
                     try:
-                        p = timed(fn, repeat, device)
-                        peer_ms, peer_ratio = f"{p:.1f}", f"{p / base:.2f}"
+                        p, pr = paired(fn, base, repeat, device)
+                        peer_ms, peer_ratio = f"{p:.1f}", f"{pr:.2f}"
                     except Exception as error:  # a peer failing is a result, not a crash of the benchmark
                         peer_ms = f"fails: {type(error).__name__}"
-                print(f"| {info.name} | {ours} | {label} | {peer_ms} | {peer_ratio} |")
+                print(f"| {label} | {ours} | {peer} | {peer_ms} | {peer_ratio} |")
             print()
 
 

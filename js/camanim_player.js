@@ -38,22 +38,6 @@ const DEFAULTS = {
   _colormap_names: [], _road_cursor: null, _road_points: null,
 };
 
-// A binary trait arrives as a DataView (live kernel) or ArrayBuffer/typed array (restored state).
-function bytesOf(value) {
-  if (!value) return new Uint8Array(0);
-  if (value instanceof Uint8Array) return value;
-  if (ArrayBuffer.isView(value)) return new Uint8Array(value.buffer, value.byteOffset, value.byteLength);
-  if (value instanceof ArrayBuffer) return new Uint8Array(value);
-  return new Uint8Array(0);
-}
-
-function element(tag, className, parent) {
-  const node = document.createElement(tag);
-  if (className) node.className = className;
-  if (parent) parent.appendChild(node);
-  return node;
-}
-
 // The bqplot model behind a widget-reference trait ("IPY_MODEL_<id>"), or null.
 async function referenced(widgetModel, name) {
   const reference = widgetModel.get(name);
@@ -67,12 +51,7 @@ async function referenced(widgetModel, name) {
 }
 
 function render({ model: widgetModel, el }) {
-  const model = {
-    get: (name) => {
-      const value = widgetModel.get(name);
-      return value === undefined ? DEFAULTS[name] : value;
-    },
-  };
+  const model = withDefaults(widgetModel, DEFAULTS);
   const root = element("div", "xai-camanim", el);
   element("style", "", root).textContent = STYLE;
   const heat = element("div", "xai-heatmap", root);
@@ -144,59 +123,21 @@ function render({ model: widgetModel, el }) {
 
   function loadPicture() {
     const [h, w] = model.get("image_shape");
-    const bytes = bytesOf(widgetModel.get("image"));
-    picture = null;
-    if (!h || !w || bytes.length !== h * w * 3) return;
-    const rgba = new ImageData(w, h);
-    for (let i = 0, j = 0; i < bytes.length; i += 3, j += 4) {
-      rgba.data[j] = bytes[i];
-      rgba.data[j + 1] = bytes[i + 1];
-      rgba.data[j + 2] = bytes[i + 2];
-      rgba.data[j + 3] = 255;
-    }
-    picture = document.createElement("canvas");
-    Object.assign(picture, { width: w, height: h });
-    picture.getContext("2d").putImageData(rgba, 0, 0);
+    picture = pictureCanvas(bytesOf(widgetModel.get("image")), h, w);
   }
 
   function colouredFrame(i) {
     if (coloured[i]) return coloured[i];
     const table = tables[view.colormap] || Object.values(tables)[0];
     if (!table) return null;
-    const rgba = new ImageData(width, height);
     const offset = i * width * height;
-    for (let p = 0; p < width * height; p++) {
-      const k = frames[offset + p] * 3;
-      rgba.data[4 * p] = table[k];
-      rgba.data[4 * p + 1] = table[k + 1];
-      rgba.data[4 * p + 2] = table[k + 2];
-      rgba.data[4 * p + 3] = 255;
-    }
-    const frame = document.createElement("canvas");
-    Object.assign(frame, { width, height });
-    frame.getContext("2d").putImageData(rgba, 0, 0);
-    coloured[i] = frame;
-    return frame;
+    coloured[i] = colouredCanvas(frames.subarray(offset, offset + width * height), height, width, table);
+    return coloured[i];
   }
 
   function paint() {
-    const size = model.get("size");
-    const source = picture || (layers ? { width, height } : { width: 1, height: 1 });
-    const displayWidth = Math.max(1, Math.round(size));
-    const displayHeight = Math.max(1, Math.round((size * source.height) / source.width));
-    if (canvas.width !== displayWidth) canvas.width = displayWidth;
-    if (canvas.height !== displayHeight) canvas.height = displayHeight;
-    const context = canvas.getContext("2d");
-    context.globalAlpha = 1;
-    context.clearRect(0, 0, displayWidth, displayHeight);
-    if (picture) context.drawImage(picture, 0, 0, displayWidth, displayHeight);
-    const frame = layers ? colouredFrame(index) : null;
-    if (frame) {
-      context.globalAlpha = picture ? view.opacity : 1;
-      context.drawImage(frame, 0, 0, displayWidth, displayHeight);
-      context.globalAlpha = 1;
-    }
-    canvas.dataset.paints = String(Number(canvas.dataset.paints) + 1);
+    const overlay = layers ? colouredFrame(index) : null;
+    compose(canvas, { size: model.get("size"), picture, overlay, opacity: view.opacity });
   }
 
   function describe() {
@@ -277,29 +218,13 @@ function render({ model: widgetModel, el }) {
   }
 
   function showText() {
-    title.textContent = model.get("title");
-    const message = model.get("error");
-    errorBox.textContent = message;
-    errorBox.style.display = message ? "block" : "none";
-    status.textContent = model.get("status");
-    const progress = model.get("progress");
-    progressBar.style.display = progress === null || progress === undefined ? "none" : "block";
-    progressBar.style.width = `${Math.round(100 * Math.max(0, Math.min(1, progress || 0)))}%`;
-    canvas.style.opacity = message ? "0.4" : "1";
+    showStatus(model, { title, errorBox, status, progressBar, canvas });
   }
 
   // Model changes arrive as a burst of events (one per trait); coalesce them into one repaint.
   const dirty = new Set();
-  let scheduled = false;
-  function mark(what) {
-    dirty.add(what);
-    if (!scheduled) {
-      scheduled = true;
-      queueMicrotask(flush);
-    }
-  }
+  const mark = coalescer(dirty, flush);
   function flush() {
-    scheduled = false;
     if (dirty.has("tables")) loadTables();
     if (dirty.has("picture")) loadPicture();
     if (dirty.has("frames")) loadFrames();
@@ -312,31 +237,37 @@ function render({ model: widgetModel, el }) {
     else paint();
   }
 
-  const listeners = [];
-  const listen = (names, callback) => {
-    for (const name of names) listeners.push([`change:${name}`, callback]);
-  };
-  listen(["_colormap_tables", "_colormap_names"], () => mark("tables"));
-  listen(["image", "image_shape"], () => mark("picture"));
-  listen(["frames", "frames_shape", "names", "captions"], () => mark("frames"));
-  listen(["index"], () => {
-    if (widgetModel.get("index") !== index) mark("index");
-  });
-  listen(["best", "title", "error", "status", "progress", "size"], () => mark("text"));
-  listen(["playing"], () => setPlaying(model.get("playing"), { save: false }));
-  listen(["fps"], () => {
-    fps = model.get("fps");
-    syncSpeed();
-  });
-  listen(["opacity", "colormap"], () => {
-    view.opacity = model.get("opacity");
-    view.colormap = model.get("colormap");
-    opacityInput.value = String(view.opacity);
-    colormapSelect.value = view.colormap;
-    coloured = [];
-    mark("text");
-  });
-  for (const [event, callback] of listeners) widgetModel.on(event, callback);
+  const unsubscribe = subscribe(widgetModel, [
+    [["_colormap_tables", "_colormap_names"], () => mark("tables")],
+    [["image", "image_shape"], () => mark("picture")],
+    [["frames", "frames_shape", "names", "captions"], () => mark("frames")],
+    [
+      ["index"],
+      () => {
+        if (widgetModel.get("index") !== index) mark("index");
+      },
+    ],
+    [["best", "title", "error", "status", "progress", "size"], () => mark("text")],
+    [["playing"], () => setPlaying(model.get("playing"), { save: false })],
+    [
+      ["fps"],
+      () => {
+        fps = model.get("fps");
+        syncSpeed();
+      },
+    ],
+    [
+      ["opacity", "colormap"],
+      () => {
+        view.opacity = model.get("opacity");
+        view.colormap = model.get("colormap");
+        opacityInput.value = String(view.opacity);
+        colormapSelect.value = view.colormap;
+        coloured = [];
+        mark("text");
+      },
+    ],
+  ]);
 
   // The timeline and display controls: local, nothing goes to the kernel while they are used.
   scrubber.addEventListener("pointerdown", () => {
@@ -404,7 +335,7 @@ function render({ model: widgetModel, el }) {
     cancelAnimationFrame(animation);
     clearTimeout(syncTimer);
     window.removeEventListener("pointerup", release);
-    for (const [event, callback] of listeners) widgetModel.off(event, callback);
+    unsubscribe();
     widgetModel.off("change:_road_cursor change:_road_points", connectChart);
     if (pointsModel) pointsModel.off("change:selected", onSelected);
   };

@@ -37,22 +37,6 @@ const HALF = (() => {
   return table;
 })();
 
-// A binary trait arrives as a DataView (live kernel) or ArrayBuffer/typed array (restored state).
-function bytesOf(value) {
-  if (!value) return new Uint8Array(0);
-  if (value instanceof Uint8Array) return value;
-  if (ArrayBuffer.isView(value)) return new Uint8Array(value.buffer, value.byteOffset, value.byteLength);
-  if (value instanceof ArrayBuffer) return new Uint8Array(value);
-  return new Uint8Array(0);
-}
-
-function element(tag, className, parent) {
-  const node = document.createElement(tag);
-  if (className) node.className = className;
-  if (parent) parent.appendChild(node);
-  return node;
-}
-
 function format(value) {
   if (value === 0) return "0";
   const magnitude = Math.abs(value);
@@ -75,14 +59,7 @@ const DEFAULTS = {
 };
 
 function render({ model: widgetModel, el }) {
-  const model = {
-    get: (name) => {
-      const value = widgetModel.get(name);
-      return value === undefined ? DEFAULTS[name] : value;
-    },
-    on: (event, callback) => widgetModel.on(event, callback),
-    off: (event, callback) => widgetModel.off(event, callback),
-  };
+  const model = withDefaults(widgetModel, DEFAULTS);
   const root = element("div", "xai-heatmap", el);
   element("style", "", root).textContent = STYLE;
   const title = element("div", "xai-heatmap-title", root);
@@ -149,19 +126,7 @@ function render({ model: widgetModel, el }) {
 
   function loadPicture() {
     const [height, width] = model.get("image_shape");
-    const bytes = bytesOf(model.get("image"));
-    picture = null;
-    if (!height || !width || bytes.length !== height * width * 3) return;
-    const rgba = new ImageData(width, height);
-    for (let i = 0, j = 0; i < bytes.length; i += 3, j += 4) {
-      rgba.data[j] = bytes[i];
-      rgba.data[j + 1] = bytes[i + 1];
-      rgba.data[j + 2] = bytes[i + 2];
-      rgba.data[j + 3] = 255;
-    }
-    picture = document.createElement("canvas");
-    Object.assign(picture, { width, height });
-    picture.getContext("2d").putImageData(rgba, 0, 0);
+    picture = pictureCanvas(bytesOf(model.get("image")), height, width);
   }
 
   function loadValues() {
@@ -191,20 +156,13 @@ function render({ model: widgetModel, el }) {
     if (!(limit > 0)) limit = 1;
     const table = tables[colormapName()];
     const diverging = table.kind === "diverging";
-    const [height, width] = mapShape;
-    const rgba = new ImageData(width, height);
+    const positions = new Uint8Array(values.length);
     for (let i = 0; i < values.length; i++) {
       const v = values[i] / limit;
       const t = diverging ? 0.5 + 0.5 * Math.max(-1, Math.min(1, v)) : Math.min(1, Math.abs(v));
-      const k = Math.round(t * 255) * 3;
-      rgba.data[4 * i] = table.rgb[k];
-      rgba.data[4 * i + 1] = table.rgb[k + 1];
-      rgba.data[4 * i + 2] = table.rgb[k + 2];
-      rgba.data[4 * i + 3] = 255;
+      positions[i] = Math.round(t * 255);
     }
-    overlay = document.createElement("canvas");
-    Object.assign(overlay, { width, height });
-    overlay.getContext("2d").putImageData(rgba, 0, 0);
+    overlay = colouredCanvas(positions, mapShape[0], mapShape[1], table.rgb);
     drawColorbar(table, diverging);
   }
 
@@ -222,26 +180,10 @@ function render({ model: widgetModel, el }) {
 
   function paint() {
     const start = performance.now();
-    const source = picture || overlay;
-    const size = model.get("size");
-    const [height, width] = source ? [source.height, source.width] : [1, 1];
-    const displayWidth = Math.max(1, Math.round(size));
-    const displayHeight = Math.max(1, Math.round((size * height) / width));
-    if (canvas.width !== displayWidth) canvas.width = displayWidth;
-    if (canvas.height !== displayHeight) canvas.height = displayHeight;
-    const context = canvas.getContext("2d");
-    context.imageSmoothingEnabled = view.smoothing !== "nearest";
-    context.globalAlpha = 1;
-    context.clearRect(0, 0, displayWidth, displayHeight);
-    if (picture) context.drawImage(picture, 0, 0, displayWidth, displayHeight);
-    if (overlay) {
-      context.globalAlpha = picture ? view.opacity : 1;
-      context.drawImage(overlay, 0, 0, displayWidth, displayHeight);
-      context.globalAlpha = 1;
-    }
+    const smooth = view.smoothing !== "nearest";
+    compose(canvas, { size: model.get("size"), picture, overlay, opacity: view.opacity, smooth });
     bar.style.visibility = overlay ? "visible" : "hidden";
     const end = performance.now();
-    canvas.dataset.paints = String(Number(canvas.dataset.paints) + 1);
     canvas.dataset.paintMs = (end - start).toFixed(3);
     canvas.dataset.paintedAt = end.toFixed(3);
   }
@@ -263,30 +205,14 @@ function render({ model: widgetModel, el }) {
   }
 
   function showText() {
-    title.textContent = model.get("title");
-    const message = model.get("error");
-    errorBox.textContent = message;
-    errorBox.style.display = message ? "block" : "none";
-    status.textContent = model.get("status");
-    const progress = model.get("progress");
-    progressBar.style.display = progress === null || progress === undefined ? "none" : "block";
-    progressBar.style.width = `${Math.round(100 * Math.max(0, Math.min(1, progress || 0)))}%`;
+    showStatus(model, { title, errorBox, status, progressBar, canvas });
     tools.style.display = model.get("show_controls") ? "flex" : "none";
-    canvas.style.opacity = message ? "0.4" : "1";
   }
 
   // Model changes arrive as a burst of events (one per trait); coalesce them into one repaint.
   const dirty = new Set();
-  let scheduled = false;
-  function mark(what) {
-    dirty.add(what);
-    if (!scheduled) {
-      scheduled = true;
-      queueMicrotask(flush);
-    }
-  }
+  const mark = coalescer(dirty, flush);
   function flush() {
-    scheduled = false;
     if (dirty.has("tables")) loadTables();
     if (dirty.has("picture")) loadPicture();
     if (dirty.has("values")) loadValues();
@@ -299,23 +225,21 @@ function render({ model: widgetModel, el }) {
     if (newMap) canvas.dataset.mapPaintedAt = canvas.dataset.paintedAt;
   }
 
-  const listeners = [];
-  const listen = (names, callback) => {
-    for (const name of names) listeners.push([`change:${name}`, callback]);
-  };
-  listen(["_colormap_tables"], () => mark("tables"));
-  listen(["image", "image_shape"], () => mark("picture"));
-  listen(["values", "values_shape", "values_scale"], () => mark("values"));
-  listen(["signed"], () => mark("colour"));
-  listen(["title", "error", "status", "progress", "show_controls", "size"], () => mark("text"));
-  for (const name of ["colormap", "opacity", "clip", "percentile", "smoothing"]) {
-    listen([name], () => {
-      view[name] = model.get(name);
-      mark("controls");
-      mark("colour");
-    });
-  }
-  for (const [event, callback] of listeners) model.on(event, callback);
+  const unsubscribe = subscribe(widgetModel, [
+    [["_colormap_tables"], () => mark("tables")],
+    [["image", "image_shape"], () => mark("picture")],
+    [["values", "values_shape", "values_scale"], () => mark("values")],
+    [["signed"], () => mark("colour")],
+    [["title", "error", "status", "progress", "show_controls", "size"], () => mark("text")],
+    ...["colormap", "opacity", "clip", "percentile", "smoothing"].map((name) => [
+      [name],
+      () => {
+        view[name] = model.get(name);
+        mark("controls");
+        mark("colour");
+      },
+    ]),
+  ]);
 
   // The view's own controls: local only, never model.save_changes().
   colormapSelect.addEventListener("change", () => {
@@ -367,9 +291,7 @@ function render({ model: widgetModel, el }) {
   for (const what of ["tables", "picture", "values", "controls"]) dirty.add(what);
   flush();
 
-  return () => {
-    for (const [event, callback] of listeners) model.off(event, callback);
-  };
+  return unsubscribe;
 }
 
 export default { render };

@@ -71,3 +71,19 @@ class SmallCNN(nn.Module):
 
     def forward(self, x):
         return self.fc(torch.flatten(self.pool(self.features(x)), 1))
+
+
+def explain_leaves_models_unchanged(method: str, *models: nn.Module) -> None:
+    """``method`` on each model (1×3×32×32, class 1) gives a finite map, a bad class raises TargetError, and
+    neither call changes the model."""
+    import pytest
+
+    import xai_widgets as xw
+
+    x = torch.randn(1, 3, 32, 32)
+    for model in models:
+        with unchanged(model):
+            e = xw.explain(model, x, 1, method)
+            with pytest.raises(xw.TargetError):
+                xw.explain(model, x, 99, method)
+        assert e.method == method and torch.isfinite(e.pixel).all()

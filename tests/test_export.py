@@ -11,7 +11,8 @@ from PIL import Image
 
 import xai_widgets as xw
 from xai_widgets.camanim import camanim
-from xai_widgets.export import colormap_table, render_frames, save
+from xai_widgets.colormaps import colormap_table
+from xai_widgets.export import render_frames, save
 
 
 @pytest.fixture(scope="module")

@@ -38,6 +38,20 @@ def test_capture_matches_a_manual_forward_and_is_not_corrupted_by_inplace_ops(re
     assert all(p.grad is None for p in resnet18.parameters())
 
 
+def test_activation_gradients_reach_a_frozen_model(small_cnn, guard):
+    """A model whose parameters all have requires_grad=False (a common fine-tuning set-up) still gives layer
+    gradients and CAMs, and keeps its flags."""
+    small_cnn.requires_grad_(False)
+    adapter = ModelAdapter(small_cnn, input_size=(3, 16, 16))
+    x = torch.randn(2, 3, 16, 16)
+    with guard(small_cnn):
+        cap = adapter.capture(x, ["features.6"], target=[1, 2])
+        cam = xw.explain(adapter, x, [1, 2], "gradcam", layer="features.6")
+    assert cap.grads["features.6"] is not None and torch.count_nonzero(cap.grads["features.6"]) > 0
+    assert torch.count_nonzero(cam.attribution) > 0
+    assert not any(p.requires_grad for p in small_cnn.parameters())
+
+
 def test_params_override_leaves_the_module_alone(small_cnn, guard):
     adapter = ModelAdapter(small_cnn, input_size=(3, 16, 16))
     params = {k: torch.zeros_like(v) for k, v in small_cnn.named_parameters()}

@@ -13,6 +13,7 @@ from .errors import (
 from .explain import explain
 from .explanation import Explanation
 from .model import LayerInfo, ModelAdapter, as_adapter
+
 # ``methods`` is the registry listing; it deliberately shadows the ``xai_widgets.methods`` subpackage
 # attribute (import submodules as ``from xai_widgets.methods import cam``).
 from .registry import MethodInfo, get_method, methods, register_method, unregister_method

@@ -86,7 +86,9 @@ def _as_explanation(
     if isinstance(result, Explanation):
         return result
     if not isinstance(result, Tensor):
-        raise MethodError(f"method {method!r} returned {type(result).__name__}; expected an Explanation or a tensor")
+        raise MethodError(
+            f"method {method!r} returned {type(result).__name__}; expected an Explanation or a tensor"
+        )
     result = result.detach()
     if result.ndim == 4 and result.shape[1:] == x.shape[1:]:
         pixel, attribution = result, result.sum(dim=1)
@@ -95,7 +97,9 @@ def _as_explanation(
         pixel, layer_map = None, result
         attribution = result
         if result.shape[1:] != x.shape[2:]:
-            attribution = F.interpolate(result[:, None], size=x.shape[2:], mode="bilinear", align_corners=False)[:, 0]
+            attribution = F.interpolate(
+                result[:, None], size=x.shape[2:], mode="bilinear", align_corners=False
+            )[:, 0]
     else:
         raise MethodError(
             f"method {method!r} returned a tensor of shape {tuple(result.shape)}; expected N×C×H×W like the input "

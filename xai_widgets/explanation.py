@@ -59,7 +59,11 @@ def normalize_map(maps: Tensor, mode: str = "abs", percentile: float = 99.0) -> 
         high = flat.max(dim=1, keepdim=True).values
         return ((flat - low) / (high - low).clamp_min(1e-12)).reshape(maps.shape)
     q = percentile / 100.0
-    scale = torch.quantile(flat.abs(), q, dim=1, keepdim=True).clamp_min(1e-12) if q < 1 else flat.abs().amax(1, keepdim=True).clamp_min(1e-12)
+    scale = (
+        torch.quantile(flat.abs(), q, dim=1, keepdim=True).clamp_min(1e-12)
+        if q < 1
+        else flat.abs().amax(1, keepdim=True).clamp_min(1e-12)
+    )
     if mode == "abs":
         return (flat.abs() / scale).clamp(0, 1).reshape(maps.shape)
     if mode == "signed":

@@ -21,60 +21,13 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 
+from .colormaps import colormap_table
 from .errors import InputError
 
 if TYPE_CHECKING:
     from .camanim import CAManimResult
 
-# Evenly spaced control points of the sequential colormaps (the same as the heatmap view's); 256-entry tables
-# are interpolated from them.
-COLORMAPS: dict[str, tuple[str, ...]] = {
-    "inferno": (
-        "#000004",
-        "#1b0c41",
-        "#4a0c6b",
-        "#781c6d",
-        "#a52c60",
-        "#cf4446",
-        "#ed6925",
-        "#fb9b06",
-        "#f7d13d",
-        "#fcffa4",
-    ),
-    "viridis": (
-        "#440154",
-        "#472d7b",
-        "#3b528b",
-        "#2c728e",
-        "#21918c",
-        "#28ae80",
-        "#5ec962",
-        "#addc30",
-        "#fde725",
-    ),
-    "jet": (
-        "#000080",
-        "#0000ff",
-        "#0080ff",
-        "#00ffff",
-        "#80ff80",
-        "#ffff00",
-        "#ff8000",
-        "#ff0000",
-        "#800000",
-    ),
-    "gray": ("#000000", "#ffffff"),
-}
 VIDEO_SUFFIXES = (".mp4", ".gif")
-
-
-def colormap_table(name: str) -> np.ndarray:
-    """256×3 uint8 table of a colormap, linearly interpolated between its control points."""
-    if name not in COLORMAPS:
-        raise InputError(f"unknown colormap {name!r}; available: {', '.join(COLORMAPS)}")
-    points = np.array([[int(c[i : i + 2], 16) for i in (1, 3, 5)] for c in COLORMAPS[name]], dtype=np.float64)
-    grid, position = np.linspace(0, 1, 256), np.linspace(0, 1, len(points))
-    return np.round(np.stack([np.interp(grid, position, points[:, k]) for k in range(3)], 1)).astype(np.uint8)
 
 
 def _font(height: int) -> ImageFont.ImageFont:

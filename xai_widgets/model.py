@@ -189,9 +189,20 @@ class ModelAdapter:
         """Number of logits, from the labels or one dummy forward at ``input_size``."""
         if self._num_classes is None:
             with torch.no_grad(), self.evaluating():
-                logits = self.model(torch.zeros((1, *self.input_size), device=self.device, dtype=self.dtype))
+                logits = self._dummy_forward()
             self._num_classes = int(logits.shape[-1])
         return self._num_classes
+
+    def _dummy_forward(self) -> Any:
+        """The model on zeros of ``input_size``; a model that cannot take that size raises InputError."""
+        x = torch.zeros((1, *self.input_size), device=self.device, dtype=self.dtype)
+        try:
+            return self.model(x)
+        except RuntimeError as error:
+            hint = "" if self._explicit_size else " (a default size: give input_size=(C, H, W) of its images)"
+            raise InputError(
+                f"{self.name} does not run on a 1×{'×'.join(map(str, self.input_size))} input{hint}: {error}"
+            ) from error
 
     def label(self, index: int) -> str:
         """The class name of ``index`` (its number when the adapter has no labels)."""
@@ -281,8 +292,7 @@ class ModelAdapter:
         handles = [m.register_forward_hook(make_hook(n)) for n, m in named]
         try:
             with torch.no_grad(), self.evaluating(), self.no_inplace():
-                x = torch.zeros((1, *self.input_size), device=self.device, dtype=self.dtype)
-                self.model(x)
+                self._dummy_forward()
         finally:
             for handle in handles:
                 handle.remove()
@@ -290,13 +300,16 @@ class ModelAdapter:
         # forward hooks fire in post-order: a block's output is listed right after its last child
         ranked = sorted(order, key=order.get)
         return [
-            LayerInfo(n, layer_kind(modules[n]), modules[n], shapes[n], i, calls[n]) for i, n in enumerate(ranked)
+            LayerInfo(n, layer_kind(modules[n]), modules[n], shapes[n], i, calls[n])
+            for i, n in enumerate(ranked)
         ]
 
     def spatial_layers(self, kinds: Iterable[str] | None = None) -> list[LayerInfo]:
         """Layers with a C×H×W output (optionally only of the given kinds), in forward order."""
         wanted = None if kinds is None else set(kinds)
-        return [layer for layer in self.layers() if layer.spatial and (wanted is None or layer.kind in wanted)]
+        return [
+            layer for layer in self.layers() if layer.spatial and (wanted is None or layer.kind in wanted)
+        ]
 
     def default_cam_layer(self) -> LayerInfo:
         """The last layer whose output is a C×H×W map larger than 1×1 (the usual CAM layer)."""
@@ -327,7 +340,9 @@ class ModelAdapter:
         names = [entry.name for entry in catalogue]
         close = difflib.get_close_matches(layer, names, n=5, cutoff=0.4)
         hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-        raise LayerError(f"unknown layer {layer!r} in {self.name}{hint} (adapter.layers() lists all {len(names)})")
+        raise LayerError(
+            f"unknown layer {layer!r} in {self.name}{hint} (adapter.layers() lists all {len(names)})"
+        )
 
     def module(self, name: str) -> nn.Module:
         return self.resolve_layer(name).module
@@ -347,7 +362,9 @@ class ModelAdapter:
     @contextlib.contextmanager
     def no_inplace(self) -> Iterator[None]:
         """Temporarily turn off ``inplace`` on modules that have it (ReLU(inplace=True)), restored after."""
-        flags = [(m, m.inplace) for m in self.model.modules() if isinstance(getattr(m, "inplace", None), bool)]
+        flags = [
+            (m, m.inplace) for m in self.model.modules() if isinstance(getattr(m, "inplace", None), bool)
+        ]
         try:
             for module, _ in flags:
                 module.inplace = False
@@ -407,7 +424,9 @@ class ModelAdapter:
         with self.hooks(forward={module: hook}):
             yield
 
-    def mask_units(self, layer: str | nn.Module, mask: Tensor, values: Tensor) -> contextlib.AbstractContextManager:
+    def mask_units(
+        self, layer: str | nn.Module, mask: Tensor, values: Tensor
+    ) -> contextlib.AbstractContextManager:
         """Within the block, units of ``layer`` where ``mask`` is True take ``values`` (broadcast per sample)."""
         return self.replace_output(layer, lambda out: torch.where(mask.to(out.device), values.to(out), out))
 
@@ -474,7 +493,9 @@ class ModelAdapter:
                     f"target must be an int, a list of ints, a tensor or a callable, got {type(target).__name__}"
                 ) from error
             if indices.is_floating_point() or indices.dtype == torch.bool or indices.ndim > 1:
-                raise TargetError(f"target must hold integer class indices, got {indices.dtype} of shape {tuple(indices.shape)}")
+                raise TargetError(
+                    f"target must hold integer class indices, got {indices.dtype} of shape {tuple(indices.shape)}"
+                )
             indices = indices.reshape(-1)
         bad = indices[(indices < 0) | (indices >= num)]
         if bad.numel():
@@ -528,7 +549,7 @@ class ModelAdapter:
             stack.enter_context(self.hooks(forward={e.module: make_hook(e.name) for e in entries}))
             if not grads and not input_grad:
                 stack.enter_context(torch.no_grad())
-            if input_grad:
+            if input_grad or grads:  # also reaches activations of a model whose parameters are all frozen
                 x = x.clone().requires_grad_(True)
             with torch.enable_grad() if (grads or input_grad) else contextlib.nullcontext():
                 logits = self.forward(x, params)
@@ -540,14 +561,18 @@ class ModelAdapter:
                 gradients: list[Tensor | None] = []
                 if sources:
                     gradients = list(
-                        torch.autograd.grad(score.sum(), sources, allow_unused=True, create_graph=create_graph)
+                        torch.autograd.grad(
+                            score.sum(), sources, allow_unused=True, create_graph=create_graph
+                        )
                     )
         input_gradient = gradients.pop(0) if input_grad else None
         grad_map = dict(zip(names, gradients)) if grads else {}
         if not create_graph:
             acts = {k: v.detach() for k, v in acts.items()}
             logits, score = logits.detach(), score.detach()
-        return Capture(logits, score, target if isinstance(target, Tensor) else None, acts, grad_map, input_gradient)
+        return Capture(
+            logits, score, target if isinstance(target, Tensor) else None, acts, grad_map, input_gradient
+        )
 
 
 def as_adapter(model: nn.Module | ModelAdapter, **kwargs: Any) -> ModelAdapter:

@@ -57,8 +57,15 @@ def register_method(
     """
     if fn is None:
         return lambda f: register_method(
-            name, f, family=family, needs_layer=needs_layer, cost=cost, batched=batched,
-            signed=signed, description=description, overwrite=overwrite,
+            name,
+            f,
+            family=family,
+            needs_layer=needs_layer,
+            cost=cost,
+            batched=batched,
+            signed=signed,
+            description=description,
+            overwrite=overwrite,
         )
     if not isinstance(name, str) or not name:
         raise MethodError("a method name must be a non-empty string")
@@ -69,7 +76,9 @@ def register_method(
     if cost not in COSTS:
         raise MethodError(f"method {name!r}: cost must be one of {', '.join(COSTS)}, got {cost!r}")
     if name in _REGISTRY and not overwrite:
-        raise MethodError(f"a method named {name!r} is already registered (pass overwrite=True to replace it)")
+        raise MethodError(
+            f"a method named {name!r} is already registered (pass overwrite=True to replace it)"
+        )
     doc = description or (fn.__doc__ or "").strip().split("\n")[0]
     _REGISTRY[name] = MethodInfo(name, fn, family, needs_layer, cost, batched, signed, doc)
     return fn

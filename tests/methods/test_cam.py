@@ -183,6 +183,72 @@ def test_ablationcam_weights_on_a_gap_linear_head_are_known(small_cnn):
     torch.testing.assert_close(batched.layer_map, e.layer_map)
 
 
+def brute_force_ablation(
+    model: nn.Module, module: nn.Module, x: torch.Tensor, target: list[int]
+) -> torch.Tensor:
+    """y_k for every image and channel: the whole model, one image and one zeroed channel at a time."""
+    channels = None
+    rows = []
+    for s, t in enumerate(target):
+        scores = []
+        c = 0
+        while channels is None or c < channels:
+
+            def zero(mod, inputs, output, c=c):
+                nonlocal channels
+                channels = output.shape[1]
+                output = output.clone()
+                output[:, c] = 0
+                return output
+
+            handle = module.register_forward_hook(zero)
+            with torch.no_grad():
+                scores.append(model(x[s : s + 1])[0, t])
+            handle.remove()
+            c += 1
+        rows.append(torch.stack(scores))
+    return torch.stack(rows)
+
+
+class LateConcat(nn.Module):
+    """Concatenates an early feature map after the ablated layer: the layer output cannot be expanded alone."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem, self.body = nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(4, 6, 3, padding=1)
+        self.fc = nn.Linear(10, 3)
+
+    def forward(self, x):
+        early = torch.relu(self.stem(x))
+        late = torch.relu(self.body(early))
+        return self.fc(torch.cat([early, late], 1).mean((2, 3)))
+
+
+@pytest.mark.parametrize("layer", ["layer3.0.conv1", "layer3.0.downsample", "layer3"])
+def test_ablationcam_runs_the_shared_prefix_once_and_equals_the_brute_force(layer, resnet18, guard):
+    """Inside a residual block, on its shortcut (which cannot broadcast into `out += identity`, so the full
+    model runs) and at a block output, the weights equal one full forward per image and channel."""
+    torch.manual_seed(3)
+    x = torch.randn(2, 3, 32, 32)
+    with guard(resnet18):
+        e = xw.explain(resnet18, x, [1, 7], method="ablationcam", layer=layer, batch_size=96)
+    module = resnet18.get_submodule(layer)
+    ablated = brute_force_ablation(resnet18, module, x, [1, 7])
+    expected = (e.score.view(2, 1) - ablated) / e.score.abs().view(2, 1)
+    torch.testing.assert_close(e.extras["weights"], expected, atol=1e-4, rtol=1e-4)
+
+
+def test_ablationcam_falls_back_to_full_forwards_where_the_prefix_cannot_be_shared(guard):
+    torch.manual_seed(4)
+    model = LateConcat().eval()
+    x = torch.randn(2, 3, 8, 8)
+    with guard(model):
+        e = xw.explain(model, x, [0, 2], method="ablationcam", layer="body", batch_size=4)
+    ablated = brute_force_ablation(model, model.body, x, [0, 2])
+    expected = (e.score.view(2, 1) - ablated) / e.score.abs().view(2, 1)
+    torch.testing.assert_close(e.extras["weights"], expected, atol=1e-5, rtol=1e-4)
+
+
 @pytest.mark.parametrize("method", ALL)
 def test_every_cam_leaves_the_models_untouched_also_after_an_error(method, small_cnn, resnet18, guard):
     options = {"batch_size": 8} if method in ("scorecam", "ablationcam") else {}

@@ -20,7 +20,9 @@ def test_saliency_and_input_x_gradient_equal_captum(resnet18, guard):
     # Captum's Saliency takes |grad| by default; ours is the signed gradient (abs=False)
     theirs = Saliency(resnet18).attribute(x, target=target, abs=False)
     torch.testing.assert_close(ours.pixel, theirs, rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(ixg.pixel, InputXGradient(resnet18).attribute(x, target=target), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(
+        ixg.pixel, InputXGradient(resnet18).attribute(x, target=target), rtol=1e-5, atol=1e-6
+    )
     torch.testing.assert_close(ours.attribution, theirs.sum(1))
 
 
@@ -50,7 +52,9 @@ def test_integrated_gradients_is_complete_within_one_percent(resnet18):
 def test_quadrature_integrates_polynomials():
     for method, degree in [("gausslegendre", 9), ("riemann_trapezoid", 1), ("riemann_middle", 1)]:
         alphas, weights = quadrature_rule(5, method)
-        assert torch.isclose((weights * alphas**degree).sum(), torch.tensor(1.0 / (degree + 1), dtype=torch.float64))
+        assert torch.isclose(
+            (weights * alphas**degree).sum(), torch.tensor(1.0 / (degree + 1), dtype=torch.float64)
+        )
     with pytest.raises(xw.MethodError, match="unknown quadrature"):
         quadrature_rule(5, "simpson")
 
@@ -74,7 +78,15 @@ def test_smoothgrad_is_seeded_and_batched_consistently(small_cnn):
 def test_progress_is_reported_and_cancel_propagates(small_cnn, guard):
     x = torch.randn(1, 3, 16, 16)
     seen = []
-    xw.explain(small_cnn, x, 0, "integrated_gradients", steps=8, batch_size=4, progress=lambda d, t: seen.append((d, t)))
+    xw.explain(
+        small_cnn,
+        x,
+        0,
+        "integrated_gradients",
+        steps=8,
+        batch_size=4,
+        progress=lambda d, t: seen.append((d, t)),
+    )
     assert seen == [(4, 8), (8, 8)]
 
     def cancel(done, total):

@@ -142,6 +142,9 @@ def test_affine_transpose_is_the_input_gradient(conv):
     torch.testing.assert_close(layer.linear(x, conv.weight) + layer.bias_as(out), out)
     first, second = layer.transpose_pair(s, conv.weight, conv.weight.clamp(min=0), x)
     torch.testing.assert_close(second, layer.transpose(s, conv.weight.clamp(min=0), x))
+    v = torch.randn_like(out)
+    expected = layer.transpose(s, conv.weight, x) + 0.25 * layer.transpose(v, conv.weight.clamp(min=0), x)
+    torch.testing.assert_close(layer.transpose_sum(s, v, 0.25, x), expected)
 
 
 class ConvNorm(nn.Module):

@@ -223,3 +223,22 @@ def test_zoo_model_by_name():
     assert explorer.adapter.labels[0] == "circle"
     assert list(explorer.views) == ["saliency", "integrated_gradients", "gradcam"]
     assert all(view.error == "" and view.map is not None for view in explorer.views.values())
+
+
+def test_a_model_that_cannot_take_the_default_size_gets_its_choices_from_the_first_picture(guard):
+    """An MLP on 8×8 grey digits, no input_size: nothing runs at 3×224×224, so the classes and layers are
+    filled once a picture arrives, at the picture's size; a wrong size afterwards shows its error."""
+    torch.manual_seed(0)
+    mlp = torch.nn.Sequential(
+        torch.nn.Flatten(), torch.nn.Linear(64, 16), torch.nn.ReLU(), torch.nn.Linear(16, 4)
+    )
+    with guard(mlp):
+        explorer = AttributionExplorer(mlp, methods=["saliency"], background=False)
+        assert [value for _, value in explorer.target_select.options] == [-1]
+        explorer.set_image(torch.rand(1, 8, 8), "digit")
+    assert [value for _, value in explorer.target_select.options] == [-1, 0, 1, 2, 3]
+    assert explorer.views["saliency"].error == ""
+    assert shown_map(explorer, "saliency").shape == (8, 8)
+    assert explorer.probabilities is not None and explorer.probabilities.shape == (4,)
+    with pytest.raises(InputError, match="does not run on a 1×3×224×224 input"):
+        _ = as_adapter(mlp).num_classes

@@ -330,6 +330,26 @@ def scorecam(
     )
 
 
+def _ablated_scores(
+    adapter: ModelAdapter, x: Tensor, target, module: nn.Module, channels: Tensor, shared: bool
+) -> Tensor:
+    """Target scores with channel ``channels[i]`` of ``module``'s output zeroed in row i, for one image ``x``
+    (1×C×H×W). ``shared``: the part of the model before ``module`` runs once and its output is expanded to
+    the rows inside the hook; otherwise the image is repeated and the whole model runs for every row."""
+    b = channels.numel()
+    rows = torch.arange(b, device=x.device)
+
+    def zero_channel(mod: nn.Module, inputs: tuple, output: Tensor) -> Tensor:
+        out = output.expand(b, *output.shape[1:]).clone() if output.shape[0] == 1 else output.clone()
+        out[rows, channels] = 0
+        return out
+
+    tgt = target.expand(b) if isinstance(target, Tensor) else target
+    with torch.no_grad(), adapter.hooks(forward={module: zero_channel}):
+        logits = adapter.forward(x if shared else x.expand(b, *x.shape[1:]))
+    return adapter.score(logits, tgt)
+
+
 def ablationcam_weights(
     adapter: ModelAdapter,
     x: Tensor,
@@ -342,28 +362,42 @@ def ablationcam_weights(
 ) -> Tensor:
     """Ablation-CAM weights (Desai and Ramaswamy 2020, eq. 2): w_k = (y − y_k) / |y| with y_k the target score
     when channel k of ``layer`` is set to zero (|y| keeps the map's sign independent of the logit's sign; for
-    a positive score it is the paper's y). N·K ablated forwards run in chunks of ``batch_size``."""
+    a positive score it is the paper's y). The K ablations of each image run ``batch_size`` at a time.
+
+    The layers before ``layer`` see the same image in every ablation, so they run once per chunk and the
+    layer's output is expanded to the chunk (batch 1 broadcasts against skip connections). Models where that
+    raises or disagrees with the full forward on the first ablation (checked once) run the full model for
+    every ablation instead.
+    """
     _check_batch_size(batch_size)
     n, k = acts.shape[:2]
-    total = n * k
-    ablated = torch.empty(total, device=x.device, dtype=x.dtype)
+    ablated = torch.empty(n, k, device=x.device, dtype=x.dtype)
     module = adapter.resolve_layer(layer).module
-    for start, stop in _chunks(total, batch_size):
-        rows = torch.arange(start, stop, device=x.device)
-        sample, channel = rows // k, rows % k
-
-        def zero_channel(mod: nn.Module, inputs: tuple, output: Tensor, channel: Tensor = channel) -> Tensor:
-            keep = torch.ones(output.shape[:2], device=output.device, dtype=output.dtype)
-            keep[torch.arange(output.shape[0], device=output.device), channel] = 0
-            return output * keep[:, :, None, None]
-
-        with torch.no_grad(), adapter.hooks(forward={module: zero_channel}):
-            logits = adapter.forward(x[sample])
-        tgt = target[sample] if isinstance(target, Tensor) else target
-        ablated[start:stop] = adapter.score(logits, tgt)
-        if progress is not None:
-            progress(stop, total)
-    return (score.view(n, 1) - ablated.view(n, k)) / score.abs().clamp_min(1e-12).view(n, 1)
+    shared: bool | None = None
+    for s in range(n):
+        image = x[s : s + 1]
+        tgt = target[s : s + 1] if isinstance(target, Tensor) else target
+        for start, stop in _chunks(k, batch_size):
+            channels = torch.arange(start, stop, device=x.device)
+            scores = None
+            if shared is not False:
+                try:
+                    scores = _ablated_scores(adapter, image, tgt, module, channels, shared=True)
+                except RuntimeError:
+                    scores = None
+                if shared is None:
+                    reference = _ablated_scores(adapter, image, tgt, module, channels[:1], shared=False)
+                    shared = scores is not None and bool(
+                        torch.allclose(
+                            scores[:1], reference, rtol=1e-4, atol=1e-5 * float(reference.abs().max()) + 1e-6
+                        )
+                    )
+            if not shared:
+                scores = _ablated_scores(adapter, image, tgt, module, channels, shared=False)
+            ablated[s, start:stop] = scores
+            if progress is not None:
+                progress(s * k + stop, n * k)
+    return (score.view(n, 1) - ablated) / score.abs().clamp_min(1e-12).view(n, 1)
 
 
 @register_method("ablationcam", family="cam", needs_layer=True, cost="expensive")
@@ -371,7 +405,8 @@ def ablationcam(
     adapter: ModelAdapter, x: Tensor, target, layer: str, batch_size: int = 32, progress: Progress = None
 ) -> Explanation:
     """Ablation-CAM (Desai and Ramaswamy 2020): ReLU(Σ_k w_k A_k) with w the relative score drop when channel
-    k is zeroed; gradient-free, N·K forwards batched ``batch_size`` at a time, progress(done, total)."""
+    k is zeroed; gradient-free, N·K ablations batched ``batch_size`` at a time (the layers before ``layer`` run
+    once per batch), progress(done, total)."""
     acts, capture = _forward_acts(adapter, x, target, layer, "ablationcam")
     target = capture.target if capture.target is not None else target
     weights = ablationcam_weights(adapter, x, target, layer, acts, capture.score, batch_size, progress)

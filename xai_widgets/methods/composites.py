@@ -170,10 +170,16 @@ def uniform(rule: LinearRule, name: str, epsilon: float = 1e-6) -> LRPComposite:
 
 
 def epsilon_gamma_box(
-    low, high, epsilon: float = 1e-6, gamma: float = 0.25, middle: str = "gamma", stabilizer: float = 1e-6
+    low,
+    high,
+    epsilon: float = 1e-6,
+    gamma: float = 0.25,
+    middle: str = "alpha1beta0",
+    stabilizer: float = 1e-6,
 ) -> LRPComposite:
-    """The recommended LRP composite (Montavon et al. 2019; zennit's ``EpsilonGammaBox``): zᴮ on the first
-    layer, γ (or α1β0 with ``middle='alpha1beta0'``) on the other convolutions, ε on the dense layers."""
+    """The recommended LRP composite: zᴮ on the first layer, α1β0 (Kohlbrenner et al. 2020) or, with
+    ``middle='gamma'``, γ (Montavon et al. 2019; zennit's ``EpsilonGammaBox``) on the other convolutions, ε on
+    the dense layers."""
     conv = Gamma(gamma, stabilizer) if middle == "gamma" else AlphaBeta(1.0, 0.0, stabilizer)
     return LRPComposite(
         conv=conv,

@@ -95,7 +95,9 @@ def _baseline(x: Tensor, baseline: float | Tensor | None) -> Tensor:
     try:
         return baseline.expand_as(x)
     except RuntimeError as error:
-        raise InputError(f"baseline of shape {tuple(baseline.shape)} does not match the input {tuple(x.shape)}") from error
+        raise InputError(
+            f"baseline of shape {tuple(baseline.shape)} does not match the input {tuple(x.shape)}"
+        ) from error
 
 
 @register_method("integrated_gradients", family="gradient", cost="moderate")
@@ -159,7 +161,9 @@ def _noisy_gradients(adapter, x, target, samples, noise, batch_size, seed, progr
     if not isinstance(samples, int) or samples < 1:
         raise MethodError(f"samples must be a positive int, got {samples!r}")
     if not (isinstance(noise, (int, float)) and noise >= 0):
-        raise MethodError(f"noise must be a non-negative number (a fraction of the value range), got {noise!r}")
+        raise MethodError(
+            f"noise must be a non-negative number (a fraction of the value range), got {noise!r}"
+        )
     n = x.shape[0]
     spread = (x.flatten(1).amax(1) - x.flatten(1).amin(1)).view(-1, 1, 1, 1) * float(noise)
     generator = torch.Generator(device=x.device).manual_seed(seed)
@@ -207,4 +211,6 @@ def vargrad(
     progress: Progress = None,
 ) -> Tensor:
     """VarGrad (Adebayo et al. 2018): the variance of the gradient over noisy copies (non-negative)."""
-    return _noisy_gradients(adapter, x, target, samples, noise, batch_size, seed, progress).var(0, unbiased=False)
+    return _noisy_gradients(adapter, x, target, samples, noise, batch_size, seed, progress).var(
+        0, unbiased=False
+    )

@@ -12,8 +12,8 @@ Method → rules (see :mod:`.rules` for the equations):
 - ``lrp_gamma``: γ on every conv/linear.
 - ``lrp_zplus``: z⁺ on every conv/linear.
 - ``lrp_alpha1beta0`` / ``lrp_alpha2beta1``: αβ on every conv/linear.
-- ``lrp_composite``: zᴮ on the first layer, γ (or α1β0) on the other convolutions, ε on the dense layers
-  (zennit's ``EpsilonGammaBox``; Montavon et al. 2019): the LRP to use by default.
+- ``lrp_composite``: zᴮ on the first layer, α1β0 (Kohlbrenner et al. 2020; or γ, zennit's ``EpsilonGammaBox``,
+  Montavon et al. 2019) on the other convolutions, ε on the dense layers: the LRP to use by default.
 - ``dtd``: z⁺ everywhere with zᴮ (or w²) on the first layer.
 
 The zᴮ bounds are the images of the pixel range [0, 1] under the adapter's mean/std normalisation, or the
@@ -55,8 +55,11 @@ def attribute(
         ledger=ledger,
     )
     try:
-        with adapter.evaluating(), adapter.rules(assignment), mode:
-            logits = adapter.forward(source)
+        try:
+            with adapter.evaluating(), adapter.rules(assignment), mode:
+                logits = adapter.forward(source)
+        finally:
+            ledger.close()
         score = adapter.score(logits, target)
         seed = _seed(logits, score, target)
         (relevance,) = torch.autograd.grad(logits, source, grad_outputs=seed)
@@ -141,12 +144,16 @@ def lrp_composite(
     target: Any,
     epsilon: float = 1e-6,
     gamma: float = 0.25,
-    middle: str = "gamma",
+    middle: str = "alpha1beta0",
     low: float | Tensor | None = None,
     high: float | Tensor | None = None,
 ) -> Explanation:
-    """The recommended LRP: zᴮ on the first layer, γ (or ``middle='alpha1beta0'``) on the other convolutions,
-    ε on the dense layers (Montavon et al. 2019; zennit's EpsilonGammaBox). ``low``/``high``: zᴮ bounds."""
+    """The recommended LRP composite: zᴮ on the first layer, α1β0 on the other convolutions, ε on the dense
+    layers (Kohlbrenner et al. 2020). ``middle='gamma'`` puts LRP-γ there instead (Montavon et al. 2019;
+    zennit's EpsilonGammaBox). α1β0 is the default because on residual networks γ needs a second transposed
+    convolution wherever relevance reaches a negative pre-activation (resnet18, CPU: 1.8× against 2.1× the
+    forward+backward floor) and the two gave equally class- and randomization-sensitive maps on the shipped
+    models. ``low``/``high``: zᴮ bounds (default: the adapter's normalised [0, 1] range)."""
     if middle not in ("gamma", "alpha1beta0"):
         raise MethodError(f"middle must be 'gamma' or 'alpha1beta0', got {middle!r}")
     epsilon, gamma = _positive("epsilon", epsilon), _positive("gamma", gamma)

@@ -75,6 +75,12 @@ class Ledger:
         self._outputs[id(output)] = (output, cell)
         return cell
 
+    def close(self) -> None:
+        """Stop watching (the forward is over). The watched outputs reference the graph whose backward
+        nodes reference this ledger: a cycle through autograd that Python's collector cannot free, so it is
+        cut here (the use counts stay with the layers)."""
+        self._outputs.clear()
+
     def use(self, tensor: Tensor, relu: bool) -> None:
         hit = self._outputs.get(id(tensor))
         if hit is not None and hit[0] is tensor:
@@ -353,6 +359,19 @@ class Affine:
         both = self.transpose(s, torch.cat([w1, w2], 1), torch.cat([x, x], dim))
         return both.chunk(2, dim)
 
+    def stacked(self, c: float) -> Tensor:
+        """[W'; cW'⁺] stacked along the output channels (for :meth:`transpose_sum`)."""
+        return self._derived(("stacked", c), lambda: torch.cat([self.weight, c * self.positive()], 0))
+
+    def transpose_sum(self, s1: Tensor, s2: Tensor, c: float, x: Tensor) -> Tensor:
+        """W'ᵀs₁ + cW'⁺ᵀs₂ as one transposed product over the stacked output channels."""
+        if not self._concatenable():
+            return torch.add(
+                self.transpose(s1, self.weight, x), self.transpose(s2, self.positive(), x), alpha=c
+            )
+        dim = s1.ndim - 1 if isinstance(self.module, nn.Linear) else 1
+        return self.transpose(torch.cat([s1, s2], dim), self.stacked(c), x)
+
     def bias_as(self, z: Tensor, bias: Tensor | None = None) -> Tensor | float:
         """The (possibly modified) bias broadcast against an output ``z`` (0 when there is none)."""
         bias = self.bias if bias is None else bias
@@ -577,9 +596,7 @@ class Gamma(LinearRule):
             torch.div(r, s, out=s)
             v = s * z.sign()
             u = torch.add(s, v, alpha=-g / (2 + g)).mul_(1 + g / 2)  # s_+ + (1 + γ) s_−
-            return torch.add(
-                layer.transpose(u, layer.weight, x), layer.transpose(v, layer.positive(), x), alpha=g
-            ).mul_(x)
+            return layer.transpose_sum(u, v, g, x).mul_(x)
         w_up = layer.mixed(g)
         w_down = layer.weight + g * layer.negative()
         xp, xn = x.clamp(min=0), x.clamp(max=0)

@@ -9,18 +9,25 @@ Shared pieces for every widget of the package:
   progress and cancel through ``xai_widgets.Cancelled``.
 """
 
+from ..colormaps import COLORMAPS
+from .camanim_player import CAManimPlayer
 from .explorer import AttributionExplorer
-from .heatmap import COLORMAPS, HeatmapView
+from .heatmap import HeatmapView
+from .interaction_bars import InteractionBars
 from .jobs import Job, JobRunner, describe_error
+from .sanity_toggle import SanityToggle
 from .state import ExplanationState, read_picture
 
 __all__ = [
     "COLORMAPS",
     "AttributionExplorer",
+    "CAManimPlayer",
     "ExplanationState",
     "HeatmapView",
+    "InteractionBars",
     "Job",
     "JobRunner",
+    "SanityToggle",
     "describe_error",
     "read_picture",
 ]

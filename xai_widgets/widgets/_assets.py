@@ -25,5 +25,7 @@ def asset_path(name: str) -> Path:
 
 @functools.cache
 def esm(name: str) -> str:
-    """The source text of the ESM module ``name``, for an anywidget's ``_esm``."""
-    return asset_path(name).read_text(encoding="utf-8")
+    """The source text of the ESM module ``name`` for an anywidget's ``_esm``, with the shared helpers of
+    ``common.js`` in front (anywidget loads one module text per widget)."""
+    common = asset_path("common.js").read_text(encoding="utf-8")
+    return common + "\n" + asset_path(name).read_text(encoding="utf-8")

@@ -15,7 +15,6 @@ target.
 
 from __future__ import annotations
 
-import html
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -27,19 +26,19 @@ import traitlets as t
 from torch import nn
 
 from ..camanim import DEFAULT_KINDS, CAManimResult, LayerROAD, camanim
+from ..colormaps import SEQUENTIAL, colormap_table
 from ..errors import InputError
 from ..methods.cam import GRADIENT_CAMS
 from ..model import ModelAdapter
 from ._assets import esm
 from .explorer import load_model
-from .heatmap import COLORMAPS, as_picture, colormap_table
-from .jobs import JobRunner, describe_error
+from .heatmap import as_picture
+from .jobs import JobRunner, describe_error, error_html
 from .state import ExplanationState
 
 METHODS = (*GRADIENT_CAMS, "eigencam", "scorecam", "ablationcam")
 NORMALIZATIONS = ("global", "local")
 PREDICTED = -1  # the target menu's entry for "the predicted class" (None in the state)
-SEQUENTIAL = [name for name, (kind, _) in COLORMAPS.items() if kind == "sequential"]
 
 
 class CAManimView(anywidget.AnyWidget):
@@ -296,7 +295,7 @@ class CAManimPlayer(w.VBox):
         return f"{index}: {self.adapter.labels[index]}" if self.adapter.labels else f"class {index}"
 
     def _show_message(self, text: str) -> None:
-        self.message.value = f"<div style='color:#a00'>{html.escape(text)}</div>" if text else ""
+        self.message.value = error_html(text)
 
     def _on_picture(self, change: dict) -> None:
         if change["new"] is not None:

@@ -9,7 +9,6 @@ and errors appear in the widget in words while it stays usable.
 
 from __future__ import annotations
 
-import html
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,13 +18,13 @@ import ipywidgets as w
 import torch
 from torch import Tensor, nn
 
-from ..errors import InputError, MethodError
+from ..errors import InputError, MethodError, XAIError
 from ..explanation import Explanation
 from ..model import ModelAdapter, as_adapter
 from ..registry import get_method
 from ..registry import methods as registered_methods
 from .heatmap import HeatmapView
-from .jobs import JobRunner, describe_error
+from .jobs import JobRunner, describe_error, error_html, show_gallery_image
 from .state import ExplanationState
 
 DEFAULT_METHODS = ("saliency", "integrated_gradients", "gradcam")
@@ -137,24 +136,17 @@ class AttributionExplorer(w.VBox):
         self.probabilities: Tensor | None = None
         self._images = gallery(image)
         self._ordered: list[int] = []
-        spatial = [entry.name for entry in adapter.spatial_layers()]
-        if layer is not None:
-            adapter.resolve_layer(layer)
 
         self.image_select = w.Dropdown(description="image", options=list(self._images))
         self.upload = w.FileUpload(accept="image/*", multiple=False, description="upload")
-        self.target_select = w.Dropdown(
-            description="target",
-            options=[("predicted class", PREDICTED)]
-            + [(self._class_name(i), i) for i in range(adapter.num_classes)],
-        )
+        self.target_select = w.Dropdown(description="target", options=[("predicted class", PREDICTED)])
         self.method_select = w.SelectMultiple(
             description="methods", options=available, value=tuple(chosen), rows=min(8, max(3, len(available)))
         )
-        self.layer_select = w.Dropdown(
-            description="layer",
-            options=[("default CAM layer", DEFAULT_LAYER)] + [(name, name) for name in spatial],
-        )
+        self.layer_select = w.Dropdown(description="layer", options=[("default CAM layer", DEFAULT_LAYER)])
+        self._choices_ready = self._fill_choices()
+        if layer is not None and self._choices_ready:
+            adapter.resolve_layer(layer)
         self.cancel_button = w.Button(
             description="cancel", icon="stop", tooltip="cancel the running computations"
         )
@@ -189,8 +181,9 @@ class AttributionExplorer(w.VBox):
             self.state.target = target
             self.state.layer = layer
             self.state.methods = chosen
-        self.target_select.value = PREDICTED if target is None else target
-        self.layer_select.value = DEFAULT_LAYER if layer is None else layer
+        if self._choices_ready:
+            self.target_select.value = PREDICTED if target is None else target
+            self.layer_select.value = DEFAULT_LAYER if layer is None else layer
         controls = w.VBox(
             [
                 w.HBox([self.image_select, self.upload, self.target_select]),
@@ -271,16 +264,12 @@ class AttributionExplorer(w.VBox):
         return f"{index}: {self.adapter.labels[index]}" if self.adapter.labels else f"class {index}"
 
     def _show_message(self, text: str) -> None:
-        self.message.value = f"<div style='color:#a00'>{html.escape(text)}</div>" if text else ""
+        self.message.value = error_html(text)
 
     def _on_image_choice(self, change: dict) -> None:
-        name = change["new"]
-        if name is None:
-            return
-        try:
-            self.state.set_image(self._images[name], name)
-        except InputError as error:
-            self._show_message(f"could not use image {name!r}: {describe_error(error)}")
+        message = show_gallery_image(self.state, self._images, change["new"])
+        if message:
+            self._show_message(message)
 
     def _on_upload(self, change: dict) -> None:
         files = change["new"]
@@ -311,9 +300,41 @@ class AttributionExplorer(w.VBox):
         self.state.target = chosen
 
     # ------------------------------------------------------------------ state
+    def _fill_choices(self) -> bool:
+        """Fill the class and layer choices from the adapter's catalogue. False when the model cannot run at
+        the adapter's default input size (no ``input_size`` given, e.g. an MLP): the choices are then filled
+        from the first picture, whose size the adapter adopts."""
+        try:
+            spatial = [entry.name for entry in self.adapter.spatial_layers()]
+            classes = self.adapter.num_classes
+        except InputError:
+            if self.adapter.has_input_size:
+                raise
+            return False
+        target = PREDICTED if self.state.target is None else self.state.target
+        layer = self.state.layer or DEFAULT_LAYER
+        self.target_select.options = [("predicted class", PREDICTED)] + [
+            (self._class_name(i), i) for i in range(classes)
+        ]
+        self.layer_select.options = [("default CAM layer", DEFAULT_LAYER)] + [
+            (name, name) for name in spatial
+        ]
+        if target in (PREDICTED, *range(classes)):
+            self.target_select.value = target
+        if layer in (DEFAULT_LAYER, *spatial):
+            self.layer_select.value = layer
+        return True
+
     def _on_picture(self, change: dict) -> None:
         if change["new"] is None:
             return
+        if not self._choices_ready:
+            try:
+                self.adapter.prepare(self.state.model_input())
+                self._choices_ready = self._fill_choices()
+            except XAIError as error:
+                self._show_message(f"the model failed on this image: {describe_error(error)}")
+                return
         self._show_message("")
         picture = self.state.display_picture()
         for view in self.views.values():

@@ -5,7 +5,7 @@ binary buffers. Colormap, opacity, clipping, smoothing and the value readout und
 the browser (``js/heatmap.js``): moving the view's own controls sends nothing to the kernel. Python sets the
 initial display choices through the same-named traits and can change them later.
 
-The colormap tables are built here and sent with the widget, so the browser and :meth:`HeatmapView.to_png`
+The colormap tables (``xai_widgets.colormaps``) are sent with the widget, so the browser and :meth:`HeatmapView.to_png`
 use the same colours.
 """
 
@@ -21,75 +21,12 @@ import torch
 import traitlets as t
 from PIL import Image
 
+from ..colormaps import COLORMAPS, colormap_table, resolve_colormap
 from ..errors import InputError
 from ._assets import esm
 
-# Control points (evenly spaced, hex) of the colormaps; 256-entry tables are interpolated from them.
-# Diverging maps put white at the centre (value 0); sequential maps run from low to high |value|.
-COLORMAPS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "RdBu": (
-        "diverging",
-        (
-            "#053061",
-            "#2166ac",
-            "#4393c3",
-            "#92c5de",
-            "#d1e5f0",
-            "#f7f7f7",
-            "#fddbc7",
-            "#f4a582",
-            "#d6604d",
-            "#b2182b",
-            "#67001f",
-        ),
-    ),
-    "bwr": ("diverging", ("#0000ff", "#ffffff", "#ff0000")),
-    "inferno": (
-        "sequential",
-        (
-            "#000004",
-            "#1b0c41",
-            "#4a0c6b",
-            "#781c6d",
-            "#a52c60",
-            "#cf4446",
-            "#ed6925",
-            "#fb9b06",
-            "#f7d13d",
-            "#fcffa4",
-        ),
-    ),
-    "viridis": (
-        "sequential",
-        ("#440154", "#472d7b", "#3b528b", "#2c728e", "#21918c", "#28ae80", "#5ec962", "#addc30", "#fde725"),
-    ),
-    "gray": ("sequential", ("#000000", "#ffffff")),
-}
-DEFAULT_DIVERGING = "RdBu"
-DEFAULT_SEQUENTIAL = "inferno"
 CLIP_MODES = ("symmetric", "percentile")
 SMOOTHING = ("bilinear", "nearest")
-
-
-def colormap_table(name: str) -> np.ndarray:
-    """The 256×3 uint8 table of colormap ``name``: linear interpolation between its control points."""
-    if name not in COLORMAPS:
-        raise InputError(f"unknown colormap {name!r}; available: auto, {', '.join(COLORMAPS)}")
-    points = np.array(
-        [[int(c[i : i + 2], 16) for i in (1, 3, 5)] for c in COLORMAPS[name][1]], dtype=np.float64
-    )
-    position = np.linspace(0.0, 1.0, len(points))
-    grid = np.linspace(0.0, 1.0, 256)
-    table = np.stack([np.interp(grid, position, points[:, k]) for k in range(3)], axis=1)
-    return np.round(table).astype(np.uint8)
-
-
-def resolve_colormap(colormap: str, signed: bool) -> str:
-    """``auto`` picks the diverging map for signed values and the sequential one otherwise."""
-    if colormap == "auto":
-        return DEFAULT_DIVERGING if signed else DEFAULT_SEQUENTIAL
-    colormap_table(colormap)
-    return colormap
 
 
 def as_picture(image: Any) -> np.ndarray:

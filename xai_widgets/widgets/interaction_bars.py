@@ -28,7 +28,7 @@ from ..errors import InputError, XAIError
 from ..model import LayerInfo, ModelAdapter
 from .explorer import AttributionExplorer, gallery, load_model
 from .heatmap import HeatmapView
-from .jobs import JobRunner, describe_error
+from .jobs import JobRunner, describe_error, error_html, show_gallery_image
 from .state import ExplanationState
 
 MODES = ("exact", "search")
@@ -442,7 +442,7 @@ class InteractionBars(w.VBox):
         return options
 
     def _say(self, text: str) -> None:
-        self.message.value = f"<div style='color:#a00'>{html.escape(text)}</div>" if text else ""
+        self.message.value = error_html(text)
 
     def _status(self, text: str) -> None:
         self.status.value = html.escape(text)
@@ -458,13 +458,9 @@ class InteractionBars(w.VBox):
 
     # ------------------------------------------------------------------ events
     def _on_image_choice(self, change: dict) -> None:
-        name = change["new"]
-        if name is None:
-            return
-        try:
-            self.state.set_image(self._images[name], name)
-        except InputError as error:
-            self._say(f"could not use image {name!r}: {describe_error(error)}")
+        message = show_gallery_image(self.state, self._images, change["new"])
+        if message:
+            self._say(message)
 
     def _on_class(self, change: dict) -> None:
         if self.state.target != change["new"]:

@@ -19,6 +19,7 @@ Example:
 from __future__ import annotations
 
 import collections
+import html
 import queue
 import threading
 import time
@@ -29,6 +30,22 @@ from typing import Any
 from ..errors import Cancelled, XAIError
 
 Progress = Callable[[int, int], None]
+
+
+def error_html(text: str) -> str:
+    """An error message as the red HTML line every widget shows (empty text: nothing)."""
+    return f"<div style='color:#a00'>{html.escape(text)}</div>" if text else ""
+
+
+def show_gallery_image(state: Any, images: dict[str, Any], name: str | None) -> str:
+    """Set gallery image ``name`` on an ExplanationState; the message to show ("" when it worked)."""
+    if name is None:
+        return ""
+    try:
+        state.set_image(images[name], name)
+    except XAIError as error:
+        return f"could not use image {name!r}: {describe_error(error)}"
+    return ""
 
 
 def describe_error(error: BaseException) -> str:

@@ -36,7 +36,7 @@ from ..metrics.sufficiency import sufficiency
 from ..model import ModelAdapter
 from ..registry import methods as registered_methods
 from .explorer import AttributionExplorer
-from .jobs import describe_error
+from .jobs import describe_error, error_html
 
 DEFAULT_METHODS = ("saliency", "guided_backprop", "gradcam")
 _COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")
@@ -362,8 +362,7 @@ class SanityToggle(w.VBox):
 
     def _key(self, method: str, name: str) -> Hashable:
         """The explorer's cache key of ``method`` under the randomization ``name``."""
-        key = self.state.key(method)
-        return (*key[:5], name, *key[6:])
+        return self.state.key(method, randomization=name)
 
     def _request_scores(self) -> None:
         if self.state.picture is None:
@@ -496,4 +495,4 @@ class SanityToggle(w.VBox):
             self.progress.value = 1.0
 
     def _show_message(self, text: str) -> None:
-        self.message.value = f"<div style='color:#a00'>{html.escape(text)}</div>" if text else ""
+        self.message.value = error_html(text)

@@ -213,9 +213,9 @@ class ExplanationState(t.HasTraits):
         layer, resolved by ``explain`` in the worker, so building a key never runs the model), else None."""
         return self.layer if get_method(method).needs_layer else None
 
-    def key(self, method: str) -> Hashable:
+    def key(self, method: str, randomization: str | None = None) -> Hashable:
         """The cache key of ``method`` under the current choices (method, layer, target, options,
-        randomization, image)."""
+        randomization, image); ``randomization`` names other substituted weights than the current ones."""
         options = tuple(sorted((k, repr(v)) for k, v in self.options.get(method, {}).items()))
         return (
             "explanation",
@@ -223,13 +223,13 @@ class ExplanationState(t.HasTraits):
             self.layer_for(method),
             self.target,
             options,
-            self.randomization,
+            self.randomization if randomization is None else randomization,
             self.image_hash,
         )
 
-    def predictions_key(self) -> Hashable:
+    def predictions_key(self, randomization: str | None = None) -> Hashable:
         """The cache key of the logits: the image and the randomization."""
-        return ("logits", self.randomization, self.image_hash)
+        return ("logits", self.randomization if randomization is None else randomization, self.image_hash)
 
     def request(self, method: str) -> tuple[Hashable, Callable[[Progress | None], Explanation]]:
         """The cache key of ``method`` and a function computing it, both fixed to the choices made *now*.
