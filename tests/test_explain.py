@@ -1,4 +1,4 @@
-"""``explain`` for every registered method: no autograd graph outlives the call."""
+"""``explain`` for every registered method: the model is left as it was and no autograd graph outlives the call."""
 
 import gc
 import warnings
@@ -6,7 +6,7 @@ import warnings
 import pytest
 import torch
 import torchvision
-from modelguard import SmallCNN
+from modelguard import SmallCNN, unchanged
 
 import xai_widgets as xw
 
@@ -32,7 +32,7 @@ def models():
 
 
 @pytest.mark.parametrize("method", [info.name for info in xw.methods()])
-def test_no_autograd_graph_outlives_a_call(models, method):
+def test_model_unchanged_and_no_autograd_graph_outlives_a_call(models, method):
     """A graph kept alive by a reference cycle through autograd nodes (which Python's collector cannot see)
     leaked the activations of every call: 75 MB per LRP call on VGG16 until the ledger cut its cycle."""
     x = torch.randn(1, 3, 64, 64)
@@ -41,6 +41,7 @@ def test_no_autograd_graph_outlives_a_call(models, method):
         if expensive and name == "resnet18":
             continue  # hundreds of forwards; the small CNN runs the same code
         before = live_graph_tensors()
-        e = xw.explain(model, x, 1, method, **QUICK.get(method, {}))
+        with unchanged(model):
+            e = xw.explain(model, x, 1, method, **QUICK.get(method, {}))
         del e
         assert live_graph_tensors() == before, f"{method} left an autograd graph alive"
