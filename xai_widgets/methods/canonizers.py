@@ -56,7 +56,7 @@ _AVERAGE = {
     F.adaptive_avg_pool2d,
     F.adaptive_avg_pool3d,
 }
-_AVERAGE_MODULES = (
+AVERAGE_MODULES = (
     nn.AvgPool1d,
     nn.AvgPool2d,
     nn.AvgPool3d,
@@ -190,7 +190,7 @@ class FunctionalRules(TorchFunctionMode):
             elif func in _AVERAGE and self.average is not None and self._tracked(args[0]):
                 module, name = self._enclosing()
                 label = (
-                    name if isinstance(module, _AVERAGE_MODULES) else f"{name or 'model'} ({func.__name__})"
+                    name if isinstance(module, AVERAGE_MODULES) else f"{name or 'model'} ({func.__name__})"
                 )
                 return self.average.bind(label, self.ledger).apply(func, *args, **kwargs)
             elif func in _PRODUCT:

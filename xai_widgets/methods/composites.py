@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
-from .canonizers import MergeBatchNorm
+from .canonizers import AVERAGE_MODULES, MergeBatchNorm
 from .rules import (
     AlphaBeta,
     Epsilon,
@@ -67,13 +67,7 @@ _GRADIENT = (
     nn.ZeroPad2d,
     nn.ZeroPad3d,
     # averaging modules: their functional call gets the Norm rule from FunctionalRules
-    nn.AvgPool1d,
-    nn.AvgPool2d,
-    nn.AvgPool3d,
-    nn.AdaptiveAvgPool1d,
-    nn.AdaptiveAvgPool2d,
-    nn.AdaptiveAvgPool3d,
-    nn.Upsample,
+    *AVERAGE_MODULES,
 )
 _ELEMENTWISE = (
     nn.LeakyReLU,
