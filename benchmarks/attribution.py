@@ -6,8 +6,17 @@ respect to the input, on the same model, batch and thread count, in the same run
     python benchmarks/attribution.py                       # resnet18 + vgg16, batch 1 and 8, 224×224, CPU
     python benchmarks/attribution.py --models resnet18 --batches 1 --skip-expensive
     python benchmarks/attribution.py --device cuda
+    python benchmarks/attribution.py --models resnet18 shapes-resnet --batches 1 --methods saliency gradcam \
+        lrp_composite --plain-module                       # + the plain nn.Module call of each method
+    python benchmarks/attribution.py --models resnet18 --batches 1 8 --methods lrp_composite backtrace \
+        backtrace_contrastive --plain-module               # the DLBacktrace rows (goal: ≤ 2× / ≤ 3× the floor)
+    python benchmarks/attribution.py --models vit_b_16 --batches 1 --methods gradcam attention_rollout \
+        gradient_rollout                                   # the ViT block (goal: ≤ 1.3× the floor)
 
-Weights are random (no download); the timings do not depend on them.
+Weights are random (no download; a zoo name such as ``shapes-resnet`` loads the shipped model at its own size);
+the timings do not depend on them. ``--plain-module`` adds two rows per method: ``xw.explain(model, ...)`` with the
+``nn.Module`` itself (the adapter is cached per module) and with a new ``ModelAdapter`` per call (what the
+plain-module call cost before the cache).
 """
 
 from __future__ import annotations
@@ -28,16 +37,18 @@ import xai_widgets as xw
 warnings.filterwarnings("ignore")
 
 EXPENSIVE = {"scorecam", "ablationcam", "integrated_gradients", "smoothgrad", "vargrad"}
+CLOCK = {"wall": time.perf_counter, "cpu": time.process_time}
+clock = CLOCK["wall"]
 
 
 def _clock(fn: Callable[[], object], device: torch.device) -> float:
     if device.type == "cuda":
         torch.cuda.synchronize()
-    start = time.perf_counter()
+    start = clock()
     fn()
     if device.type == "cuda":
         torch.cuda.synchronize()
-    return (time.perf_counter() - start) * 1000
+    return (clock() - start) * 1000
 
 
 def paired(
@@ -68,7 +79,10 @@ def floor(model: torch.nn.Module, x: torch.Tensor, target: torch.Tensor) -> Call
 def cam_layer(name: str, model: torch.nn.Module) -> tuple[str, torch.nn.Module]:
     if name.startswith("resnet"):
         return "layer4", model.layer4
-    return "features.29", model.features[29]
+    if name.startswith("vgg"):
+        return "features.29", model.features[29]
+    entry = xw.as_adapter(model).default_cam_layer()
+    return entry.name, entry.module
 
 
 def peers(
@@ -165,6 +179,14 @@ def peers(
 
         targets = [ClassifierOutputTarget(int(c)) for c in t]
         layer = cam_layer(name, model)[1]
+        reshape = None
+        if name.startswith("vit"):  # pytorch-grad-cam's documented ViT recipe: drop the class token, grid
+            side = x.shape[-1] // model.patch_size
+
+            def reshape(tensor: torch.Tensor) -> torch.Tensor:
+                result = tensor[:, 1:, :].reshape(tensor.size(0), side, side, tensor.size(2))
+                return result.transpose(2, 3).transpose(1, 2)
+
         for ours, cls in [
             ("gradcam", GradCAM),
             ("gradcam_pp", GradCAMPlusPlus),
@@ -177,7 +199,7 @@ def peers(
         ]:
 
             def run(cls=cls) -> object:
-                with cls(model=model, target_layers=[layer]) as cam:
+                with cls(model=model, target_layers=[layer], reshape_transform=reshape) as cam:
                     if hasattr(cam, "batch_size"):
                         cam.batch_size = 64
                     return cam(input_tensor=x, targets=targets)
@@ -202,7 +224,18 @@ def main() -> None:
         "--skip-expensive", action="store_true", help="leave out Score-CAM, Ablation-CAM, IG, SmoothGrad"
     )
     parser.add_argument("--methods", nargs="*", help="only these of our methods")
+    parser.add_argument(
+        "--plain-module", action="store_true", help="also time explain(nn.Module) and a new adapter per call"
+    )
+    parser.add_argument(
+        "--clock",
+        choices=list(CLOCK),
+        default="wall",
+        help="cpu: process CPU time (with --threads 1, robust to other work sharing the machine's cores)",
+    )
     args = parser.parse_args()
+    global clock
+    clock = CLOCK[args.clock]
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     print(
@@ -211,15 +244,20 @@ def main() -> None:
     )
     for name in args.models:
         torch.manual_seed(0)
-        model = getattr(torchvision.models, name)().eval().to(device)
-        adapter = xw.ModelAdapter(model, input_size=(3, args.size, args.size))
+        if name in xw.zoo.names():
+            adapter = xw.zoo.load(name, device=device)
+            model, size = adapter.model, adapter.input_size[1]
+        else:
+            model = getattr(torchvision.models, name)().eval().to(device)
+            adapter = xw.ModelAdapter(model, input_size=(3, args.size, args.size))
+            size = args.size
         layer = cam_layer(name, model)[0]
         for batch in args.batches:
-            x = torch.randn(batch, 3, args.size, args.size, device=device)
-            target = torch.arange(batch, device=device) % 1000
+            x = torch.randn(batch, 3, size, size, device=device)
+            target = torch.arange(batch, device=device) % adapter.num_classes
             base = floor(model, x, target)
             base_ms = _clock(base, device)
-            print(f"## {name}, batch {batch}: forward+backward floor ≈ {base_ms:.1f} ms\n")
+            print(f"## {name}, {size}×{size}, batch {batch}: forward+backward floor ≈ {base_ms:.1f} ms\n")
             print("| method | ours ms | ours × floor | peer | peer ms | peer × floor |")
             print("|---|---:|---:|---|---:|---:|")
             theirs = peers(name, model, x, target)
@@ -248,6 +286,18 @@ def main() -> None:
                     except Exception as error:  # a peer failing is a result, not a crash of the benchmark
                         peer_ms = f"fails: {type(error).__name__}"
                 print(f"| {label} | {ours} | {peer} | {peer_ms} | {peer_ratio} |")
+                if args.plain_module:
+                    for how, wrap in [("nn.Module", None), ("new adapter per call", xw.ModelAdapter)]:
+
+                        def run(
+                            wrap=wrap, model=model, x=x, target=target, method=method, kwargs=kwargs
+                        ) -> object:
+                            return xw.explain(
+                                model if wrap is None else wrap(model), x, target, method, **kwargs
+                            )
+
+                        ms, ratio = paired(run, base, repeat, device)
+                        print(f"| {label} ({how}) | {ms:.1f} | {ratio:.2f} | – | – | – |")
             print()
 
 

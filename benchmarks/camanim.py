@@ -30,7 +30,7 @@ import torch
 import torchvision
 
 import xai_widgets as xw
-from xai_widgets.camanim import camanim
+from xai_widgets.all_layers import camanim
 
 
 def measure(fns: dict[str, Callable[[], object]], repeat: int, device: torch.device) -> dict[str, tuple]:

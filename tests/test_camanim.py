@@ -13,7 +13,7 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
 import xai_widgets as xw
-from xai_widgets.camanim import CAManimResult, camanim
+from xai_widgets.all_layers import CAManimResult, camanim
 from xai_widgets.methods.cam import upsample
 from xai_widgets.metrics.road import ybroad
 
@@ -137,7 +137,14 @@ def test_batchnorm_and_activation_layers_of_resnet18(resnet18, guard):
     with guard(resnet18):
         film = camanim(resnet18, x, method="gradcam", kinds=("norm", "activation"))
     assert {"bn1", "relu", "layer1.0.bn2", "layer1.0.relu", "layer4.1.bn2"} <= set(film.names)
-    assert set(film.kinds) == {"norm", "activation"} and len(film) == 29
+    # 20 BatchNorms, the stem ReLU and both calls of each of the 8 blocks' ReLU (``layer1.0.relu#1``, then the
+    # bare name for the call after ``out += identity``)
+    assert set(film.kinds) == {"norm", "activation"} and len(film) == 37
+    assert (
+        film.names.index("layer1.0.relu#1")
+        < film.names.index("layer1.0.bn2")
+        < film.names.index("layer1.0.relu")
+    )
     assert all(torch.isfinite(m).all() for m in film.raw)
     # the reused in-place ReLU of a block (its last call), the BatchNorm before `out += identity`, the stem
     chosen = camanim(resnet18, x, method="gradcam", layers=["layer1.0.relu", "layer2.1.bn2", "bn1", "relu"])
@@ -242,3 +249,37 @@ def test_errors_and_the_model_untouched_after_them(vgg, guard):
             camanim(vgg, x, target=9)
     film = camanim(vgg, x, layers=["0.4", "0.0"])
     assert film.names == ["0.0", "0.4"]  # forward order, whatever order they were asked in
+
+
+def test_a_user_registered_cam_films_layer_by_layer_and_a_multi_layer_one_in_one_pass(vgg, guard):
+    def max_grad_cam(adapter, x, target, layer):
+        capture = adapter.capture(x, [layer], target)
+        acts, grads = capture.acts[layer], capture.grads[layer]
+        return torch.einsum("nk,nkhw->nhw", grads.amax(dim=(2, 3)), acts).clamp_min(0)
+
+    def all_at_once(adapter, x, target, layers):
+        calls.append(list(layers))
+        capture = adapter.capture(x, layers, target)
+        maps = {
+            n: torch.einsum("nk,nkhw->nhw", capture.grads[n].amax(dim=(2, 3)), capture.acts[n]).clamp_min(0)
+            for n in layers
+        }
+        return maps, capture.score
+
+    calls: list = []
+    xw.register_method("max_grad_cam", max_grad_cam, family="cam", needs_layer=True)
+    xw.register_method(
+        "max_grad_cam_1", max_grad_cam, family="cam", needs_layer=True, multi_layer=all_at_once
+    )
+    x = torch.randn(2, 3, 16, 16)
+    try:
+        with guard(vgg):
+            film = camanim(vgg, x, [1, 2], method="max_grad_cam")
+            fast = camanim(vgg, x, [1, 2], method="max_grad_cam_1")
+        assert_matches_per_layer(film, x, film.target)
+    finally:
+        xw.unregister_method("max_grad_cam")
+        xw.unregister_method("max_grad_cam_1")
+    assert calls == [film.names] and fast.names == film.names
+    for a, b in zip(film.raw, fast.raw):
+        torch.testing.assert_close(a, b)

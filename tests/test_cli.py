@@ -86,3 +86,15 @@ def test_bad_input_gives_a_message_and_status_2(picture, tmp_path, capsys):
     assert "unknown model 'no-such-net'" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["camanim", "--model", "shapes-resnet"])
+
+
+def test_app_refuses_bad_arguments_before_starting_voila(tmp_path, capsys):
+    """(``xai-widgets app`` itself is tested in the browser: tests/browser/test_app.py.)"""
+    assert main(["app", "--model", "no-such-net"]) == 2
+    assert "unknown zoo model 'no-such-net'" in capsys.readouterr().err
+    assert main(["app", "--images", str(tmp_path / "missing")]) == 2
+    assert "is not a folder" in capsys.readouterr().err
+    assert main(["app", "--images", str(tmp_path)]) == 2
+    assert "no picture files" in capsys.readouterr().err
+    assert main(["app", "--port", "0"]) == 2
+    assert "--port must be between" in capsys.readouterr().err

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 import xai_widgets as xw
-from xai_widgets.camanim import camanim
+from xai_widgets.all_layers import camanim
 from xai_widgets.colormaps import colormap_table
 from xai_widgets.export import render_frames, save
 

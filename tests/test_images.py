@@ -10,13 +10,17 @@ import numpy as np
 import PIL.Image
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
+from torchvision.transforms.v2 import functional as TF
 
 from xai_widgets import InputError, ModelAdapter
 from xai_widgets.images import (
+    GALLERY,
     IMAGENET_MEAN,
     IMAGENET_STD,
     MAX_PIXELS,
+    fit_picture,
     gallery,
     gallery_image,
     imagenet_labels,
@@ -63,16 +67,12 @@ def picture() -> np.ndarray:
 
 
 def expected(picture_chw: torch.Tensor, adapter: ModelAdapter) -> torch.Tensor:
-    resized = torch.nn.functional.interpolate(
-        picture_chw.unsqueeze(0),
-        size=adapter.input_size[1:],
-        mode="bilinear",
-        align_corners=False,
-        antialias=True,
-    ).clamp(0, 1)
+    """The reference: torchvision's classification transforms (shorter side, centre crop), then mean/std."""
+    side = adapter.input_size[1]
+    resized = TF.center_crop(TF.resize(picture_chw.unsqueeze(0), [side], antialias=True), [side, side])
     mean = torch.tensor(adapter.mean).view(1, -1, 1, 1)
     std = torch.tensor(adapter.std).view(1, -1, 1, 1)
-    return (resized - mean) / std
+    return (resized.clamp(0, 1) - mean) / std
 
 
 def test_every_input_kind_gives_the_same_batch(tmp_path, picture, rgb_adapter):
@@ -230,16 +230,16 @@ def test_bad_size_and_adapter(picture):
 
 
 def test_gallery_and_imagenet_labels_work_offline(no_network):
-    names = gallery()
-    assert {"astronaut", "chelsea", "coffee", "rocket"} <= set(names)
-    for name in names:
-        image = gallery_image(name)
+    photographs = gallery()
+    assert {"astronaut", "chelsea", "coffee", "rocket"} <= set(photographs) == set(GALLERY)
+    for name, image in photographs.items():
         assert (
             image.dtype == np.uint8
             and image.ndim == 3
             and image.shape[2] == 3
             and min(image.shape[:2]) >= 256
         )
+        np.testing.assert_array_equal(image, gallery_image(name))
     labels = imagenet_labels()
     assert len(labels) == 1000 and labels[0] == "tench" and labels[281] == "tabby"
     with pytest.raises(InputError, match="chelsea"):
@@ -258,3 +258,41 @@ def test_torchvision_adapter_prepares_imagenet_input(no_network, guard):
         raw = adapter.unpreprocess(batch)
         assert 0 <= float(raw.min()) and float(raw.max()) <= 1
         assert adapter.logits(batch).shape == (1, 1000)
+
+
+def test_crop_fit_matches_torchvision_resize_and_centre_crop():
+    """The default fit is torchvision's Resize(shorter side) + CenterCrop, wide and tall, odd offsets too."""
+    rng = torch.Generator().manual_seed(1)
+    for shape, side in [((3, 20, 31), 16), ((3, 45, 17), 12), ((1, 9, 9), 5), ((3, 16, 23), 16)]:
+        picture = torch.rand(shape, generator=rng)
+        reference = TF.center_crop(TF.resize(picture, [side], antialias=True), [side, side]).clamp(0, 1)
+        torch.testing.assert_close(fit_picture(picture, None, (side, side)), reference, atol=0, rtol=0)
+
+
+def test_stretch_fit_scales_each_side_and_crop_keeps_the_aspect(picture):
+    chw = torch.from_numpy(picture).permute(2, 0, 1).float() / 255
+    stretched = load_image(picture, size=(10, 30), fit="stretch")[0]
+    reference = F.interpolate(chw[None], size=(10, 30), mode="bilinear", antialias=True, align_corners=False)
+    torch.testing.assert_close(stretched, reference[0].clamp(0, 1), atol=0, rtol=0)
+    # a 20x24 picture cropped to 20x12 keeps its scale: exactly the middle columns
+    torch.testing.assert_close(load_image(picture, size=(20, 12))[0], chw[:, :, 6:18], atol=0, rtol=0)
+    with pytest.raises(InputError, match="fit must be one of 'crop', 'stretch'"):
+        load_image(picture, size=8, fit="pad")
+
+
+def test_gallery_names_are_images_and_errors_point_to_the_working_call(rgb_adapter, no_network):
+    by_name = load_image("chelsea", rgb_adapter)
+    assert torch.equal(by_name, load_image(gallery_image("chelsea"), rgb_adapter))
+    assert torch.equal(by_name, load_image(gallery()["chelsea"], rgb_adapter))
+    with pytest.raises(InputError, match=r"no image file at 'lena'.*gallery name.*load_image\('chelsea'\)"):
+        load_image("lena")
+    with pytest.raises(InputError, match=r"caption of gallery image 'chelsea'.*load_image\('chelsea'\)"):
+        load_image(GALLERY["chelsea"])
+
+
+def test_image_file_bytes_read_like_the_file(tmp_path, picture):
+    path = tmp_path / "p.png"
+    PIL.Image.fromarray(picture).save(path)
+    assert torch.equal(load_image(path.read_bytes()), load_image(path))
+    with pytest.raises(InputError, match="cannot read the image file bytes"):
+        load_image(b"not an image")

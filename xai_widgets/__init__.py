@@ -15,16 +15,19 @@ from .explanation import Explanation
 from .model import LayerInfo, ModelAdapter, as_adapter
 
 # ``methods`` is the registry listing; it deliberately shadows the ``xai_widgets.methods`` subpackage
-# attribute (import submodules as ``from xai_widgets.methods import cam``).
+# attribute (import submodules as ``from xai_widgets.methods import cam``); ``explain`` likewise. That is stable
+# because both modules are imported above, before the functions are bound: Python sets a package attribute only
+# when the submodule first loads. A lazily exported name (``_LAZY``) must never equal a submodule (the CAManim
+# engine is ``xai_widgets.all_layers``); tests/test_readme.py checks every name in __all__ after importing all.
 from .registry import MethodInfo, get_method, methods, register_method, unregister_method
 
 __version__ = "0.1.0"
 
 # Engine modules and widgets load on first use: ``import xai_widgets`` stays fast (no ipywidgets, bqplot).
 _LAZY = {
-    "camanim": ("xai_widgets.camanim", "camanim"),
-    "CAManimResult": ("xai_widgets.camanim", "CAManimResult"),
-    "LayerROAD": ("xai_widgets.camanim", "LayerROAD"),
+    "camanim": ("xai_widgets.all_layers", "camanim"),
+    "CAManimResult": ("xai_widgets.all_layers", "CAManimResult"),
+    "LayerROAD": ("xai_widgets.all_layers", "LayerROAD"),
     "road": ("xai_widgets.metrics.road", "road"),
     "ybroad": ("xai_widgets.metrics.road", "ybroad"),
     "load_image": ("xai_widgets.images", "load_image"),
@@ -34,6 +37,12 @@ _LAZY = {
     "CAManimPlayer": ("xai_widgets.widgets.camanim_player", "CAManimPlayer"),
     "SanityToggle": ("xai_widgets.widgets.sanity_toggle", "SanityToggle"),
     "InteractionBars": ("xai_widgets.widgets.interaction_bars", "InteractionBars"),
+    "maximize": ("xai_widgets.activation_max", "maximize"),
+    "ActivationMaximizer": ("xai_widgets.widgets.maximizer", "ActivationMaximizer"),
+    "Workbench": ("xai_widgets.widgets.workbench", "Workbench"),
+    "evaluate": ("xai_widgets.evaluation", "evaluate"),
+    "Evaluation": ("xai_widgets.evaluation", "Evaluation"),
+    "EvaluationBoard": ("xai_widgets.widgets.evaluation_board", "EvaluationBoard"),
 }
 _SUBMODULES = ("actspec", "data", "metrics", "sanity", "zoo", "widgets", "images", "export")
 
@@ -59,6 +68,12 @@ __all__ = [
     "CAManimResult",
     "HeatmapView",
     "InteractionBars",
+    "ActivationMaximizer",
+    "maximize",
+    "Workbench",
+    "evaluate",
+    "Evaluation",
+    "EvaluationBoard",
     "SanityToggle",
     "camanim",
     "load_image",

@@ -3,7 +3,8 @@
 ``xai-widgets camanim --model shapes-resnet --image cat.png --out film.mp4`` computes a CAM at every layer
 of a zoo model (or of a torchvision classifier whose pretrained weights are already in the local torch hub
 cache; nothing is downloaded) and writes the film as MP4, GIF or a PNG contact sheet; ``--road`` also scores
-every layer with ybROAD and names the most faithful one.
+every layer with ybROAD and names the most faithful one. ``xai-widgets app --model shapes-resnet`` serves the
+workbench through Voila on localhost (the workshop app: no code cells; models and pictures chosen in the page).
 """
 
 from __future__ import annotations
@@ -87,11 +88,40 @@ def _parser() -> argparse.ArgumentParser:
     )
     film.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     film.add_argument("--road", action="store_true", help="score every layer with ybROAD and report the best")
+    app = commands.add_parser(
+        "app",
+        help="the workbench as a web page (Voila) on localhost, for workshops",
+        description="Serve the workbench (every view on one linked state) through Voila on 127.0.0.1: zoo "
+        "models and pictures are chosen in the page, no code cells. Needs the app extra (voila).",
+    )
+    app.add_argument(
+        "--model", default="shapes-resnet", help="zoo model shown first (default: shapes-resnet)"
+    )
+    app.add_argument("--images", default=None, help="a folder of pictures to offer besides the gallery")
+    app.add_argument("--port", type=int, default=8866, help="port on 127.0.0.1 (default: 8866)")
+    score = commands.add_parser(
+        "evaluate",
+        help="methods × metrics over a data set, in-process or on Dask, to Parquet shards",
+        description="Evaluate explanation methods over a data set (xai_widgets.evaluate); shards stream to "
+        "--out as Parquet and a rerun with the same --out resumes. Prints the summary table.",
+    )
+    score.add_argument("--model", required=True, help="zoo model (e.g. shapes-resnet) or torchvision name")
+    score.add_argument("--data", required=True, help="shapes:N (N synthetic shapes with masks)")
+    score.add_argument("--methods", default="gradcam,saliency", help="comma separated method names")
+    score.add_argument("--metrics", default="road,pointing_game", help="comma separated metric names")
+    score.add_argument(
+        "--executor", default="inprocess", help="inprocess, dask, ray, or a Dask scheduler address"
+    )
+    score.add_argument("--workers", type=int, default=None, help="Dask LocalCluster workers (default: cores)")
+    score.add_argument("--batch-size", type=int, default=32)
+    score.add_argument("--target", choices=("label", "prediction"), default=None)
+    score.add_argument("--out", default=None, help="folder for the Parquet shards (resumable)")
+    score.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
 
 def _camanim(args: argparse.Namespace) -> int:
-    from .camanim import camanim
+    from .all_layers import camanim
     from .images import load_image
 
     adapter = load_model(args.model, args.device, args.input_size)
@@ -118,12 +148,112 @@ def _camanim(args: argparse.Namespace) -> int:
     return 0
 
 
+def _app(args: argparse.Namespace) -> int:
+    """Write a one-cell notebook showing the workshop page and serve it with Voila until interrupted."""
+    import importlib.util
+    import subprocess
+    import tempfile
+    import time
+
+    import nbformat
+
+    from . import zoo
+    from .widgets.workbench import folder_images
+
+    if importlib.util.find_spec("voila") is None:
+        raise XAIError("the app needs Voila: pip install 'xai_widgets[app]'")
+    if args.model not in zoo.names():
+        raise XAIError(f"unknown zoo model {args.model!r}; choose one of {', '.join(zoo.names())}")
+    images = None if args.images is None else str(Path(args.images).resolve())
+    if images is not None:
+        folder_images(images)  # a bad folder fails here, in words, not in the page
+    if not 0 < args.port < 65536:
+        raise XAIError(f"--port must be between 1 and 65535, got {args.port}")
+    code = (
+        "from xai_widgets.widgets.workbench import workshop\n"
+        f"workshop(model={args.model!r}, images={images!r})"
+    )
+    notebook = nbformat.v4.new_notebook()
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    notebook.cells = [nbformat.v4.new_code_cell(code)]
+    with tempfile.TemporaryDirectory(prefix="xai-widgets-app-") as folder:
+        path = Path(folder) / "workbench.ipynb"
+        nbformat.write(notebook, path)
+        command = [
+            sys.executable, "-m", "voila", str(path), "--no-browser", f"--port={args.port}",
+            "--Voila.ip=127.0.0.1", "--Voila.port_retries=0",
+        ]  # fmt: skip
+        server = subprocess.Popen(command, cwd=folder)
+        try:
+            url = f"http://127.0.0.1:{args.port}/"
+            while server.poll() is None and not _listening(args.port):
+                time.sleep(0.2)
+            if server.poll() is None:
+                print(f"xai-widgets app: the workbench of {args.model} at {url} (Ctrl-C stops)", flush=True)
+            return server.wait()
+        except KeyboardInterrupt:
+            return 0
+        finally:
+            if server.poll() is None:
+                server.terminate()
+                try:
+                    server.wait(10)
+                except subprocess.TimeoutExpired:
+                    server.kill()
+
+
+def _listening(port: int) -> bool:
+    import socket
+
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from .evaluation import DaskExecutor, TextProgress, evaluate
+
+    names = lambda text: [part.strip() for part in text.split(",") if part.strip()]  # noqa: E731
+    executor: object = None
+    if args.executor == "dask":
+        executor = DaskExecutor(n_workers=args.workers)
+    elif args.executor == "ray":
+        executor = "ray"
+    elif args.executor != "inprocess":
+        from distributed import Client
+
+        executor = Client(args.executor)
+    try:
+        result = evaluate(
+            load_model(args.model),
+            args.data,
+            names(args.methods),
+            names(args.metrics),
+            target=args.target,
+            executor=executor,
+            batch_size=args.batch_size,
+            out=args.out,
+            progress=None if args.no_progress else TextProgress(),
+        )
+    finally:
+        if hasattr(executor, "close"):
+            executor.close()
+    headline = result.summary[~result.summary["metric"].str.contains("@")]
+    print(headline.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    if len(result.errors):
+        print(f"{len(result.errors)} rows with errors (see the 'error' column of the shards)")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``xai-widgets``; returns the exit status (2 with a message for bad input)."""
     args = _parser().parse_args(argv)
     try:
         if args.command == "camanim":
             return _camanim(args)
+        if args.command == "app":
+            return _app(args)
+        if args.command == "evaluate":
+            return _evaluate(args)
     except XAIError as error:
         print(f"xai-widgets: error: {error}", file=sys.stderr)
         return 2

@@ -22,7 +22,9 @@ class Explanation:
         layer: the layer a CAM-style method used, else None.
         layer_map: N×h×w map at the layer's own resolution, else None.
         options: the options the method ran with.
-        extras: method-specific diagnostics (e.g. IG's ``convergence_delta``, LRP's per-layer relevance sums).
+        extras: method-specific diagnostics (e.g. IG's ``convergence_delta``, LRP's per-layer relevance sums);
+            ``extras['degenerate']`` is a short reason when a map carries no picture (all zero, constant or
+            non-finite; see :func:`degenerate_reason`), absent otherwise.
 
     Signed values are kept; normalisation is a display choice (:meth:`normalized`).
     """
@@ -52,20 +54,65 @@ class Explanation:
 
 
 def normalize_map(maps: Tensor, mode: str = "abs", percentile: float = 99.0) -> Tensor:
-    """Per-sample display normalisation of N×H×W maps (see :meth:`Explanation.normalized`)."""
+    """Per-sample display normalisation of N×H×W maps (see :meth:`Explanation.normalized`).
+
+    The scale is each map's own, with no absolute floor, so a map peaking at 1e-15 still reaches 1. Where the
+    scale is zero every non-zero value is beyond it (±1) and an all-zero or (``minmax``) constant map gives 0.
+    """
     flat = maps.detach().reshape(maps.shape[0], -1).float()
     if mode == "minmax":
         low = flat.min(dim=1, keepdim=True).values
-        high = flat.max(dim=1, keepdim=True).values
-        return ((flat - low) / (high - low).clamp_min(1e-12)).reshape(maps.shape)
+        return _scaled(flat - low, flat.max(dim=1, keepdim=True).values - low).reshape(maps.shape)
     q = percentile / 100.0
-    scale = (
-        torch.quantile(flat.abs(), q, dim=1, keepdim=True).clamp_min(1e-12)
-        if q < 1
-        else flat.abs().amax(1, keepdim=True).clamp_min(1e-12)
-    )
+    magnitude = flat.abs()
+    scale = torch.quantile(magnitude, q, dim=1, keepdim=True) if q < 1 else magnitude.amax(1, keepdim=True)
     if mode == "abs":
-        return (flat.abs() / scale).clamp(0, 1).reshape(maps.shape)
+        return _scaled(magnitude, scale).clamp(0, 1).reshape(maps.shape)
     if mode == "signed":
-        return (flat / scale).clamp(-1, 1).reshape(maps.shape)
+        return _scaled(flat, scale).clamp(-1, 1).reshape(maps.shape)
     raise ValueError(f"unknown normalisation mode {mode!r}; use 'abs', 'signed' or 'minmax'")
+
+
+def _scaled(values: Tensor, scale: Tensor) -> Tensor:
+    """values / scale per row; sign(values) where the scale is 0."""
+    return torch.where(scale > 0, values / torch.where(scale > 0, scale, 1.0), values.sign())
+
+
+def degenerate_reason(attribution: Tensor) -> str | None:
+    """Why a batch of maps carries no picture, or None when every map is usable.
+
+    Per sample: "all zero", "constant" (max − min within 1e-6 of the map's magnitude, e.g. a CAM at a 1×1
+    layer upsampled) or "non-finite" (NaN or ±inf). One sample gives the bare reason; a batch names the
+    samples ("sample 1: all zero; sample 3: constant").
+    """
+    flat = attribution.detach().reshape(attribution.shape[0], -1)
+    if flat.shape[1] == 0:
+        return "empty"
+    finite = torch.isfinite(flat).all(1)
+    clean = torch.where(torch.isfinite(flat), flat, 0).float()
+    peak = clean.abs().amax(1)
+    spread = clean.amax(1) - clean.amin(1)
+    reasons = []
+    for ok, top, width in zip(finite.tolist(), peak.tolist(), spread.tolist()):
+        if not ok:
+            reasons.append("non-finite")
+        elif top == 0:
+            reasons.append("all zero")
+        elif width <= 1e-6 * top:
+            reasons.append("constant")
+        else:
+            reasons.append(None)
+    if len(reasons) == 1:
+        return reasons[0]
+    named = [f"sample {i}: {reason}" for i, reason in enumerate(reasons) if reason is not None]
+    return "; ".join(named) or None
+
+
+def flag_degenerate(explanation: Explanation) -> Explanation:
+    """Set ``extras['degenerate']`` to :func:`degenerate_reason` of the map (removed when the map is fine)."""
+    reason = degenerate_reason(explanation.attribution)
+    if reason is None:
+        explanation.extras.pop("degenerate", None)
+    else:
+        explanation.extras["degenerate"] = reason
+    return explanation

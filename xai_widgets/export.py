@@ -25,7 +25,7 @@ from .colormaps import colormap_table
 from .errors import InputError
 
 if TYPE_CHECKING:
-    from .camanim import CAManimResult
+    from .all_layers import CAManimResult
 
 VIDEO_SUFFIXES = (".mp4", ".gif")
 

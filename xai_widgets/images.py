@@ -1,19 +1,28 @@
-"""Pictures in, model input out: ``load_image`` for any image source, an offline photo gallery, ImageNet labels.
+"""Pictures in, model input out: the one image pipeline of the package, an offline photo gallery, ImageNet labels.
 
-``load_image`` turns a path, PIL image, numpy array or tensor into the normalised 1×C×H×W batch an adapter
-expects (channels converted, resized to the adapter's input size, on its device) and refuses anything that is
-not a usable picture with an ``InputError`` that says why. The gallery holds real photographs that ship with
-scikit-image, and ``torchvision_adapter`` wraps a torchvision ImageNet classifier with the ImageNet mean/std
-and the 1000 class names from torchvision's weight metadata (no download either way).
+Scripts (``load_image``) and widgets (``ExplanationState.set_image``, ``HeatmapView``) read pictures through the
+same three steps, so the same file gives bitwise the same model input everywhere:
+
+1. :func:`read_picture`: a path, file bytes, gallery name, PIL image, numpy array or tensor → C×H×W float32 in
+   [0, 1] (C = 1 or 3; RGBA composited over white), or an ``InputError`` that says why not;
+2. :func:`fit_picture`: the model's channel count (grey repeated to RGB, RGB → ITU-R BT.601 luma) and input
+   size, by ``fit="crop"`` (default: scale the shorter side to cover, centre-crop, as torchvision's
+   classification transforms ``Resize`` + ``CenterCrop`` do) or ``fit="stretch"`` (both sides independently);
+3. the adapter's ``preprocess`` (normalisation) and device, in :func:`load_image`.
+
+The gallery holds real photographs that ship with scikit-image, and ``torchvision_adapter`` wraps a
+torchvision ImageNet classifier with the ImageNet mean/std and the 1000 class names from torchvision's weight
+metadata (no download either way).
 """
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import PIL.Image
@@ -41,22 +50,32 @@ GALLERY: dict[str, str] = {
 # ITU-R BT.601 luma, the weights PIL uses for mode "L"
 _LUMA = (0.299, 0.587, 0.114)
 
+Fit = Literal["crop", "stretch"]
+FITS: tuple[str, ...] = ("crop", "stretch")
+"""How a picture is brought to the model's input size: ``"crop"`` (scale the shorter side to cover the size,
+then take the centre, as torchvision's ``Resize`` + ``CenterCrop``) or ``"stretch"`` (each side scaled
+independently, the aspect ratio is not kept)."""
+
 
 def load_image(
     source: Any,
     adapter: ModelAdapter | None = None,
     size: int | Sequence[int] | None = None,
+    fit: Fit = "crop",
 ) -> Tensor:
     """Load a picture as a normalised 1×C×H×W float batch for ``adapter``.
 
     Args:
-        source: a path (str or Path), a PIL image, a numpy array (H×W or H×W×C; uint8, uint16, bool, or float
-            in [0, 1]) or a tensor (H×W, C×H×W or 1×C×H×W; same dtypes).
+        source: a path (str or Path), a gallery name (``"chelsea"``, see :func:`gallery`), the bytes of an
+            image file, a PIL image, a numpy array (H×W or H×W×C; uint8, uint16, bool, or float in [0, 1]) or a
+            tensor (H×W, C×H×W or 1×C×H×W; same dtypes).
         adapter: the model it is for. Its channel count decides the conversion (grey is repeated to RGB, RGB
             becomes BT.601 luma for a one-channel model, RGBA is composited over white), its explicit
-            ``input_size`` the resize, its ``preprocess`` the normalisation and its device the placement.
+            ``input_size`` the size, its ``preprocess`` the normalisation and its device the placement.
             Without an adapter the picture comes back in [0, 1] on the CPU (RGBA composited to RGB).
-        size: resize to ``size``×``size`` or (H, W) instead (bilinear with antialiasing).
+        size: bring the picture to ``size``×``size`` or (H, W) instead (bilinear with antialiasing).
+        fit: ``"crop"`` (default: shorter side scaled to cover, centre crop, as torchvision's classification
+            transforms) or ``"stretch"`` (both sides scaled independently); see :data:`FITS`.
 
     Raises:
         InputError: unreadable or non-image file, an empty picture, more than 50 megapixels, a channel count
@@ -65,28 +84,90 @@ def load_image(
     Example:
         >>> from xai_widgets import zoo
         >>> adapter = zoo.load("shapes-resnet", device="cpu")
-        >>> load_image(gallery_image("chelsea"), adapter).shape
+        >>> load_image("chelsea", adapter).shape
         torch.Size([1, 3, 64, 64])
     """
-    picture = _to_chw(source)
-    channels = _adapter_channels(adapter)
-    picture = _convert_channels(picture, channels)
-    target = _target_size(adapter, size)
-    batch = picture.unsqueeze(0)
-    if target is not None and tuple(batch.shape[-2:]) != target:
-        batch = F.interpolate(batch, size=target, mode="bilinear", align_corners=False, antialias=True).clamp(
-            0, 1
-        )
+    picture = load_picture(source, adapter, size, fit)
     if adapter is None:
-        return batch
-    return adapter.preprocess(batch)
+        return picture.unsqueeze(0)
+    return adapter.preprocess(picture.unsqueeze(0))
+
+
+def load_picture(
+    source: Any,
+    adapter: ModelAdapter | None = None,
+    size: int | Sequence[int] | None = None,
+    fit: Fit = "crop",
+) -> Tensor:
+    """The picture of :func:`load_image` before normalisation: C×H×W float32 in [0, 1] on the CPU, with the
+    adapter's channel count and input size (or ``size``). Widgets keep this and display it."""
+    channels = _adapter_channels(adapter)
+    target = _target_size(adapter, size)
+    return fit_picture(read_picture(source), channels, target, fit)
+
+
+def read_picture(source: Any) -> Tensor:
+    """Any accepted source (see :func:`load_image`) as a C×H×W float32 picture in [0, 1] on the CPU, with
+    C = 1 (grey) or 3 (RGB; an alpha channel is composited over white)."""
+    picture = _to_chw(source)
+    if picture.shape[0] == 4:
+        alpha = picture[3:]
+        picture = picture[:3] * alpha + (1 - alpha)
+    return picture
+
+
+def fit_picture(
+    picture: Tensor,
+    channels: int | None = None,
+    size: tuple[int, int] | None = None,
+    fit: Fit = "crop",
+) -> Tensor:
+    """Match a C×H×W picture in [0, 1] to a model: ``channels`` (grey ↔ RGB by BT.601) and ``size`` (H, W)
+    by ``fit`` (:data:`FITS`); None keeps that property. Bilinear with antialiasing, clamped to [0, 1]."""
+    if fit not in FITS:
+        raise InputError(f"fit must be one of {', '.join(map(repr, FITS))}, got {fit!r}")
+    picture = _convert_channels(picture, channels)
+    if size is not None and tuple(picture.shape[-2:]) != tuple(size):
+        picture = _resize(picture.unsqueeze(0), (int(size[0]), int(size[1])), fit)[0]
+    return picture.contiguous()
+
+
+def to_uint8(picture: Tensor) -> np.ndarray:
+    """A C×H×W picture in [0, 1] as the H×W×3 uint8 array the views display (grey repeated to RGB)."""
+    picture = picture.detach().cpu().float()
+    if picture.shape[0] == 1:
+        picture = picture.expand(3, -1, -1)
+    return np.round(picture[:3].permute(1, 2, 0).numpy() * 255.0).astype(np.uint8)
+
+
+def _resize(batch: Tensor, target: tuple[int, int], fit: str) -> Tensor:
+    """1×C×h×w → 1×C×H×W. ``crop``: the shorter side (relative to the target) becomes the target's, the other
+    ``int(side × scale)`` as torchvision's ``Resize``, then the centre is cut with torchvision's offsets
+    (``round((h - H) / 2)``); ``stretch``: straight to H×W."""
+    height, width = batch.shape[-2:]
+    target_height, target_width = target
+    if fit == "stretch":
+        resized = target
+    elif target_height / height >= target_width / width:
+        resized = (target_height, max(target_width, int(width * target_height / height)))
+    else:
+        resized = (max(target_height, int(height * target_width / width)), target_width)
+    if resized != (height, width):
+        batch = F.interpolate(batch, size=resized, mode="bilinear", align_corners=False, antialias=True)
+    top = int(round((resized[0] - target_height) / 2.0))
+    left = int(round((resized[1] - target_width) / 2.0))
+    return batch[..., top : top + target_height, left : left + target_width].clamp(0, 1)
 
 
 # ------------------------------------------------------------------------------------------ reading
 def _to_chw(source: Any) -> Tensor:
     """Any accepted source → C×H×W float32 in [0, 1] on the CPU, checked for size and values."""
+    if isinstance(source, str) and source in GALLERY and not Path(source).is_file():
+        source = gallery_image(source)
     if isinstance(source, (str, os.PathLike)):
         return _read_file(Path(source))
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return _read_bytes(bytes(source))
     if isinstance(source, PIL.Image.Image):
         return _from_pil(source, str(getattr(source, "filename", "") or "the PIL image"))
     if isinstance(source, np.ndarray):
@@ -103,28 +184,58 @@ def _to_chw(source: Any) -> Tensor:
             tensor = tensor[0]
         return _from_array(tensor, channels_last=False, what="tensor")
     raise InputError(
-        f"cannot load an image from {type(source).__name__}; give a file path, a PIL image, "
-        "a numpy array (H×W or H×W×C) or a tensor (C×H×W)"
+        f"cannot load an image from {type(source).__name__}; give a file path, a gallery name "
+        f"({', '.join(GALLERY)}), image file bytes, a PIL image, a numpy array (H×W or H×W×C) or a tensor (C×H×W)"
+    )
+
+
+def _missing_file(path: Path) -> str:
+    """The words for a path that is no file, pointing to the calls that work."""
+    text = str(path)
+    names = ", ".join(repr(name) for name in GALLERY)
+    for name, caption in GALLERY.items():
+        if text == caption:
+            return (
+                f"{text!r} is the caption of gallery image {name!r}, not an image: pass the name "
+                f"(load_image({name!r})) or the photograph (xai_widgets.images.gallery()[{name!r}])"
+            )
+    return (
+        f"no image file at {text!r}; give an existing file, or a gallery name ({names}), "
+        "e.g. load_image('chelsea'), or xai_widgets.images.gallery() (name → photograph)"
     )
 
 
 def _read_file(path: Path) -> Tensor:
     if not path.is_file():
-        raise InputError(f"no image file at {str(path)!r}")
+        raise InputError(_missing_file(path))
+    return _decode(path, str(path))
+
+
+def _read_bytes(data: bytes) -> Tensor:
+    if not data:
+        raise InputError("the image file bytes are empty")
+    return _decode(io.BytesIO(data), "the image file bytes")
+
+
+def _decode(file: Any, what: str) -> Tensor:
+    """Open an image file (path or file object) with PIL: size checked from the header before decoding."""
+    path = what if what.startswith("the ") else repr(what)
     try:
-        with PIL.Image.open(path) as image:
-            _check_size(image.height, image.width, str(path))
+        with PIL.Image.open(file) as image:
+            _check_size(image.height, image.width, what)
             image.load()
-            return _from_pil(image, str(path))
+            return _from_pil(image, what)
     except InputError:
         raise
     except PIL.Image.DecompressionBombError as error:  # PIL's own limit, far above ours: still too large
+        raise InputError(f"{path} has more than {MAX_PIXELS // 1_000_000} megapixels ({error})") from error
+    except PIL.UnidentifiedImageError as error:
         raise InputError(
-            f"{str(path)!r} has more than {MAX_PIXELS // 1_000_000} megapixels ({error})"
+            f"cannot read {path}: not an image PIL can read (PNG, JPEG, BMP, GIF, TIFF, WebP, ...)"
         ) from error
     except (OSError, SyntaxError, ValueError) as error:
         raise InputError(
-            f"cannot read {str(path)!r} as an image ({type(error).__name__}: {error})"
+            f"cannot read {path}: not an image PIL can read, or a damaged one ({type(error).__name__}: {error})"
         ) from error
 
 
@@ -180,7 +291,8 @@ def _from_array(data: Tensor, channels_last: bool, what: str) -> Tensor:
         if low < -1e-3 or high > 1 + 1e-3:
             raise InputError(
                 f"a float {what} must hold values in [0, 1], got [{low:.3g}, {high:.3g}]; "
-                "pass uint8 for 0–255 pictures (or divide by 255)"
+                "pass uint8 for 0–255 pictures (or divide by 255), and the picture rather than normalised "
+                "model input (the adapter's preprocessing normalises it)"
             )
         picture = picture.clamp(0, 1)
     else:
@@ -208,14 +320,11 @@ def _adapter_channels(adapter: ModelAdapter | None) -> int | None:
         raise InputError(
             f"adapter must be a ModelAdapter (xai_widgets.as_adapter(model)), got {type(adapter).__name__}"
         )
-    return adapter.in_channels or adapter.input_size[0]
+    return adapter.in_channels or (adapter.input_size[0] if adapter.has_input_size else None)
 
 
 def _convert_channels(picture: Tensor, channels: int | None) -> Tensor:
-    """Grey ↔ RGB and RGBA → RGB (over white); other mismatches are an InputError."""
-    if picture.shape[0] == 4:
-        alpha = picture[3:]
-        picture = picture[:3] * alpha + (1 - alpha)
+    """Grey ↔ RGB (BT.601 luma); other mismatches are an InputError."""
     have = picture.shape[0]
     if channels is None or channels == have:
         return picture
@@ -247,16 +356,23 @@ def _target_size(adapter: ModelAdapter | None, size: int | Sequence[int] | None)
 
 
 # ------------------------------------------------------------------------------------------ gallery
-def gallery() -> dict[str, str]:
-    """The offline photographs: name → caption (use :func:`gallery_image` to get one)."""
-    return dict(GALLERY)
+def gallery() -> dict[str, np.ndarray]:
+    """The offline photographs: name → H×W×3 uint8 picture, usable wherever an image is
+    (``AttributionExplorer(model, gallery())``); the names work too (``load_image("chelsea")``) and
+    :data:`GALLERY` has their captions."""
+    return {name: gallery_image(name) for name in GALLERY}
 
 
 def gallery_image(name: str) -> np.ndarray:
-    """The photograph ``name`` from :func:`gallery` as an H×W×3 uint8 array, read from scikit-image's
+    """The photograph ``name`` of :data:`GALLERY` as an H×W×3 uint8 array, read from scikit-image's
     package data (no download)."""
     if name not in GALLERY:
         raise InputError(f"unknown gallery image {name!r}; choose one of {', '.join(GALLERY)}")
+    return _gallery_image(name).copy()
+
+
+@lru_cache(maxsize=len(GALLERY))
+def _gallery_image(name: str) -> np.ndarray:
     import skimage.data
 
     return np.asarray(getattr(skimage.data, name)(), dtype=np.uint8)

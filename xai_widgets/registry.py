@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from .errors import MethodError
 
-FAMILIES = ("gradient", "modified_backprop", "lrp", "cam", "backtrace", "custom")
+FAMILIES = ("gradient", "modified_backprop", "lrp", "cam", "backtrace", "attention", "custom")
 COSTS = ("cheap", "moderate", "expensive")
 
 
@@ -20,6 +21,20 @@ class MethodInfo:
     ``fn(adapter, x, target, layer=None, **options)`` returns an Explanation or a tensor (N×C×H×W pixel map,
     or N×H×W / N×h×w map); ``x`` is a validated batch on the adapter's device and ``target`` a LongTensor of
     N indices or a callable on the logits. ``needs_layer`` methods get the layer's catalogue name.
+
+    Capabilities, declared or read once from ``fn``'s signature at registration (``explain``, ``camanim``, the
+    widgets and their jobs use these, never the method's name or signature):
+
+    - ``batched``: handles a batch at once (False: ``explain`` runs it image by image);
+    - ``cost``: cheap, moderate or expensive (menus show it);
+    - ``options``: the option names ``fn`` accepts (None: any, it takes ``**options``);
+    - ``takes_progress`` / ``takes_batch_size``: ``fn`` has a ``progress(done, total)`` callback (so a widget
+      can show progress and cancel it) / a ``batch_size`` chunk option;
+    - ``every_layer``: a layer method with a map at every spatial layer, so CAManim can film it (CAM needs a
+      GAP + Linear head right after its layer; Guided Grad-CAM's layer map is Grad-CAM's);
+    - ``multi_layer``: ``multi_layer(adapter, x, target, layers) -> ({layer: N×h×w map}, score)`` computes the
+      raw maps at many layers in one pass (one forward and one backward for the gradient CAMs); without it
+      CAManim runs the method layer by layer.
     """
 
     name: str
@@ -30,6 +45,11 @@ class MethodInfo:
     batched: bool = True
     signed: bool = True
     description: str = ""
+    options: frozenset[str] | None = None
+    takes_progress: bool = False
+    takes_batch_size: bool = False
+    every_layer: bool = False
+    multi_layer: Callable[..., Any] | None = None
 
 
 _REGISTRY: dict[str, MethodInfo] = {}
@@ -45,9 +65,15 @@ def register_method(
     batched: bool = True,
     signed: bool = True,
     description: str = "",
+    every_layer: bool | None = None,
+    multi_layer: Callable[..., Any] | None = None,
     overwrite: bool = False,
 ) -> Any:
     """Add a method (also usable as a decorator). It then appears in ``explain`` and in every widget.
+
+    The capabilities (see :class:`MethodInfo`) come from the arguments and from ``fn``'s signature: its
+    parameters after ``(adapter, x, target)`` other than ``layer`` are its options. ``every_layer`` defaults to
+    ``needs_layer``, so a registered CAM appears in the CAManim player and works in ``camanim``.
 
     Example (a Captum attribution as an xai_widgets method):
         >>> from captum.attr import Occlusion  # doctest: +SKIP
@@ -65,6 +91,8 @@ def register_method(
             batched=batched,
             signed=signed,
             description=description,
+            every_layer=every_layer,
+            multi_layer=multi_layer,
             overwrite=overwrite,
         )
     if not isinstance(name, str) or not name:
@@ -79,9 +107,43 @@ def register_method(
         raise MethodError(
             f"a method named {name!r} is already registered (pass overwrite=True to replace it)"
         )
-    doc = description or (fn.__doc__ or "").strip().split("\n")[0]
-    _REGISTRY[name] = MethodInfo(name, fn, family, needs_layer, cost, batched, signed, doc)
+    if multi_layer is not None and not callable(multi_layer):
+        raise MethodError(f"method {name!r}: multi_layer must be callable, got {type(multi_layer).__name__}")
+    if (every_layer or multi_layer is not None) and not needs_layer:
+        raise MethodError(
+            f"method {name!r}: every_layer and multi_layer are for layer methods (needs_layer=True)"
+        )
+    options = accepted_options(fn)
+    _REGISTRY[name] = MethodInfo(
+        name,
+        fn,
+        family=family,
+        needs_layer=needs_layer,
+        cost=cost,
+        batched=batched,
+        signed=signed,
+        description=description or (fn.__doc__ or "").strip().split("\n")[0],
+        options=options,
+        takes_progress=options is not None and "progress" in options,
+        takes_batch_size=options is not None and "batch_size" in options,
+        every_layer=needs_layer if every_layer is None else bool(every_layer),
+        multi_layer=multi_layer,
+    )
     return fn
+
+
+def accepted_options(fn: Callable[..., Any]) -> frozenset[str] | None:
+    """The option names a method function takes: its parameters after ``(adapter, x, target)``, without
+    ``layer``; None when it takes ``**options`` (or its signature cannot be read), i.e. any option."""
+    try:
+        parameters = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind is p.VAR_KEYWORD for p in parameters):
+        return None
+    positional = [p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    skipped = {p.name for p in positional[:3]} | {"layer"}
+    return frozenset(p.name for p in parameters if p.kind is not p.VAR_POSITIONAL and p.name not in skipped)
 
 
 def unregister_method(name: str) -> None:

@@ -34,7 +34,7 @@ from torch import Tensor, nn
 
 from .errors import LayerError, MethodError
 from .explain import explain
-from .model import ModelAdapter, Target, as_adapter, layer_kind
+from .model import ModelAdapter, Target, as_adapter, gradients_enabled, layer_kind
 from .registry import get_method
 
 MODES = ("cascading", "independent")
@@ -64,6 +64,15 @@ def _has_own_params(module: nn.Module) -> bool:
     return any(p is not None for p in module._parameters.values())
 
 
+def _initializer(module: nn.Module) -> Callable[[], None] | None:
+    """The module's own initialiser: ``reset_parameters``, or ``_reset_parameters`` for torchvision's
+    ``MultiheadAttention`` (the attention projections of a ViT block), else None."""
+    reset = getattr(module, "reset_parameters", None)
+    if reset is None and isinstance(module, nn.MultiheadAttention):
+        reset = module._reset_parameters
+    return reset if callable(reset) else None
+
+
 def _layer_units(adapter: ModelAdapter) -> list[str]:
     """Names of the modules that own parameters and can re-initialise them, top (logits) first.
 
@@ -74,7 +83,7 @@ def _layer_units(adapter: ModelAdapter) -> list[str]:
     units = [
         name
         for name, module in adapter.model.named_modules()
-        if name in order and _has_own_params(module) and callable(getattr(module, "reset_parameters", None))
+        if name in order and _has_own_params(module) and _initializer(module) is not None
     ]
     return sorted(units, key=lambda name: order[name], reverse=True)
 
@@ -92,7 +101,10 @@ def _blocks(model: nn.Module) -> list[tuple[str, tuple[str, ...]]]:
             if next(child.parameters(), None) is None:
                 continue
             if not isinstance(child, _CONTAINERS):
-                found.append((full, (full,)))
+                if _holds_block_stack(child):  # a transformer's encoder: its blocks are the steps
+                    visit(full, child)
+                else:
+                    found.append((full, (full,)))
             elif all(len(grandchild._modules) == 0 for grandchild in child.children()):
                 found.extend(_stages(full, child))
             else:
@@ -100,6 +112,18 @@ def _blocks(model: nn.Module) -> list[tuple[str, tuple[str, ...]]]:
 
     visit("", model)
     return found
+
+
+def _holds_block_stack(module: nn.Module) -> bool:
+    """True when a child of ``module`` is a container of two or more blocks (modules with children of their
+    own), as torchvision's ViT ``Encoder`` holds its ``layers``; a residual block's ``downsample`` (a container
+    of plain layers) is not."""
+    return any(
+        isinstance(child, _CONTAINERS)
+        and len(child._modules) >= 2
+        and all(len(grandchild._modules) > 0 for grandchild in child.children())
+        for child in module.children()
+    )
 
 
 def _stages(prefix: str, container: nn.Module) -> list[tuple[str, tuple[str, ...]]]:
@@ -185,7 +209,7 @@ class _Reinitializer:
             with _DRAW_LOCK, torch.random.fork_rng(devices=[]), torch.no_grad():
                 torch.manual_seed(key[0])
                 clone = copy.deepcopy(module).to("cpu")
-                clone.reset_parameters()
+                _initializer(clone)()
                 fresh = dict(clone.named_parameters(recurse=False))
                 fresh.update(clone.named_buffers(recurse=False))
             tensors = {
@@ -203,6 +227,7 @@ def _check_mode(mode: str) -> None:
         raise MethodError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
 
 
+@gradients_enabled()
 def randomized(
     model: nn.Module | ModelAdapter,
     mode: str = "cascading",
@@ -252,6 +277,7 @@ def randomized(
     return params
 
 
+@gradients_enabled()
 def sweep(
     model: nn.Module | ModelAdapter,
     mode: str = "cascading",
@@ -295,6 +321,7 @@ def _method_specs(
     return specs
 
 
+@gradients_enabled()
 def randomization_test(
     model: nn.Module | ModelAdapter,
     x: Tensor,

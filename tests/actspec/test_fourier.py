@@ -96,6 +96,40 @@ def test_progress_reports_and_cancels():
         fourier(maj3, 10, batch_size=256, progress=stop)
 
 
+def test_search_reports_every_chunk_of_work_and_cancels_within_one():
+    evaluated = []
+    stopped = []
+
+    def counted(b):
+        assert not stopped, "f was called after progress raised Cancelled"
+        evaluated.append(b.shape[0])
+        return maj3(b)
+
+    calls = []
+    spectrum = fourier(counted, 12, "search", batch_size=512, progress=lambda d, t: calls.append((d, t)))
+    assert dict(spectrum.coefficients)[(0, 1, 2)] == pytest.approx(-0.5, abs=0.05)
+    # a report after every chunk of f (and of the sample-sized work between), never backwards, ending at 100%
+    assert len(calls) > len(evaluated) and max(evaluated) <= 512 and sum(evaluated) == spectrum.evaluations
+    fractions = [done / total for done, total in calls]
+    assert fractions == sorted(fractions) and calls[-1][0] == calls[-1][1]
+    assert len({total for _, total in calls}) == 2  # the pilot's largest plan, then the sized plan
+    samples, depths = spectrum.options["samples"], 2  # n = 12 in blocks of 8
+    assert calls[-1][1] == 2 * 4096 + samples * (7 + 2 * depths)
+
+    evaluated.clear()
+    reports = []
+
+    def stop_at_tenth(done, total):
+        reports.append(done)
+        if len(reports) == 10:
+            stopped.append(True)
+            raise Cancelled("superseded")
+
+    with pytest.raises(Cancelled):
+        fourier(counted, 12, "search", batch_size=512, progress=stop_at_tenth)
+    assert stopped and len(evaluated) < 10  # stopped at once: counted() asserts it is not called again
+
+
 def test_bad_arguments_raise_named_errors():
     with pytest.raises(InputError, match="M values"):
         fourier(lambda b: b, 3)

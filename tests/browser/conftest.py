@@ -23,7 +23,8 @@ Fixtures:
         127.0.0.1 aborted by each context :meth:`Lab.new_page` makes).
     ``lab`` (function): a :class:`Lab` (a fresh browser context) whose :meth:`Lab.open_notebook` writes a
         notebook with the given code cells into the server's root, opens it, waits until the kernel is
-        connected and idle, runs all cells, waits until they have finished and returns a :class:`Notebook`.
+        connected and idle, runs all cells, waits until they have finished and returns a :class:`Notebook`;
+        ``frontend="notebook"`` opens it in Notebook 7 (served by the same server) instead of JupyterLab 4.
     ``new_lab`` (session): a factory of :class:`Lab` for fixtures of any scope; for a notebook shared by the
         tests of a module: ``@pytest.fixture(scope="module")`` ``def nb(new_lab):``
         ``with new_lab() as lab: yield lab.open_notebook(cells)``.
@@ -207,6 +208,7 @@ class LabServer:
             "--LabApp.expose_app_in_browser=True",
             "--LabApp.news_url=",
             "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+            "--JupyterNotebookApp.expose_app_in_browser=True",  # Notebook 7 on the same server
         ]
         if hasattr(os, "geteuid") and os.geteuid() == 0:
             command.append("--allow-root")
@@ -472,16 +474,30 @@ class Lab:
         return page
 
     def open_notebook(
-        self, cells: Sequence[str], name: str | None = None, run: bool = True, timeout: float = RUN_S
+        self,
+        cells: Sequence[str],
+        name: str | None = None,
+        run: bool = True,
+        timeout: float = RUN_S,
+        frontend: str = "lab",
     ) -> Notebook:
-        """Write ``cells`` to a notebook, open it, wait for an idle kernel, run all cells (unless ``run=False``)."""
-        path = self.server.write_notebook(cells, name)
-        return self.open_path(path, run=run, timeout=timeout)
+        """Write ``cells`` to a notebook, open it, wait for an idle kernel, run all cells (unless ``run=False``).
 
-    def open_path(self, path: str, run: bool = True, timeout: float = RUN_S) -> Notebook:
+        ``frontend``: ``"lab"`` (JupyterLab 4) or ``"notebook"`` (Notebook 7, served by the same server)."""
+        path = self.server.write_notebook(cells, name)
+        return self.open_path(path, run=run, timeout=timeout, frontend=frontend)
+
+    def open_path(
+        self, path: str, run: bool = True, timeout: float = RUN_S, frontend: str = "lab"
+    ) -> Notebook:
         page = self.new_page()
-        workspace = uuid.uuid4().hex[:8]
-        page.goto(f"{self.server.url}/lab/workspaces/{workspace}/tree/{path}?token={self.server.token}")
+        if frontend == "notebook":
+            page.goto(f"{self.server.url}/notebooks/{path}?token={self.server.token}")
+        elif frontend == "lab":
+            workspace = uuid.uuid4().hex[:8]
+            page.goto(f"{self.server.url}/lab/workspaces/{workspace}/tree/{path}?token={self.server.token}")
+        else:
+            raise ValueError(f"frontend must be 'lab' or 'notebook', got {frontend!r}")
         page.wait_for_function(_PANEL_JS, arg=path, timeout=KERNEL_READY_S * 1000, polling=250)
         notebook = Notebook(page, path, self.server)
         notebook.wait_kernel_idle()

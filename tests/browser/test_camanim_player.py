@@ -135,6 +135,40 @@ def test_clicking_the_curve_moves_the_scrubber(nb):
     assert nb.eval("player.index") == target
 
 
+def test_keyboard_steps_the_film_and_the_chart_reads_cleanly(nb):
+    """Arrow keys on the focused player step the layers in the browser; the chart's layer ticks are whole
+    and distinct, its y label clears the tick labels, and a faint first frame says why under the frame."""
+    nb.page.locator(".xai-camanim-play").scroll_into_view_if_needed()
+    nb.page.locator(".xai-camanim-label").click()  # focus the player (not a control)
+    start = shown(nb)
+    nb.reset_messages()
+    nb.page.keyboard.press("ArrowLeft" if start > 0 else "ArrowRight")
+    moved = start - 1 if start > 0 else start + 1
+    assert shown(nb) == moved
+    nb.page.keyboard.press("Home")
+    assert shown(nb) == 0 and comm_messages(nb) == 0  # stepping happened in the browser
+    wait_cursor_at(nb, 0)
+    if nb.eval("'faint' in player.view.captions[0]"):
+        assert "try local" in nb.page.locator(".xai-camanim-label").inner_text()
+    ticks = (
+        nb.page.locator(".xai-camanim-road .axis")
+        .first.locator(".tick text")
+        .evaluate_all("(texts) => texts.map((t) => t.textContent)")
+    )
+    assert len(ticks) == len(set(ticks)) >= 3 and all(t.strip().isdigit() for t in ticks), ticks
+    overlap = nb.page.evaluate(
+        """() => {
+          const axis = [...document.querySelectorAll('.xai-camanim-road .axis')][1];
+          const label = axis.querySelector('.axislabel').getBoundingClientRect();
+          return [...axis.querySelectorAll('.tick text')].some((t) => {
+            const b = t.getBoundingClientRect();
+            return b.width > 0 && b.left < label.right && label.left < b.right && b.top < label.bottom && label.top < b.bottom;
+          });
+        }"""
+    )
+    assert not overlap, "the ybROAD label overlaps its tick labels"
+
+
 def test_a_bad_image_shows_an_error_and_the_player_stays_usable(nb):
     nb.execute("try:\n    player.set_image('no-such-picture.png')\nexcept Exception:\n    pass")
     message = nb.page.locator(".xai-camanim-player").first.get_by_text("could not use the image")

@@ -67,7 +67,8 @@ def test_renders_nonblank_heatmaps(explorer_nb):
         stats = nb.canvas_stats(canvas)
         assert (stats["width"], stats["height"]) == (160, 160)
         assert stats["std"] > 5 and stats["distinct"] > 100, stats
-    assert nb.page.locator(".xai-explorer-predictions rect.bar").count() == 4
+    # four classes: a bar each, and behind each bar its clickable full-height column
+    assert nb.page.locator(".xai-explorer-predictions rect.bar").count() == 2 * 4
 
 
 def test_browser_colours_match_python_rendering(explorer_nb):
@@ -102,11 +103,35 @@ def test_clicking_a_class_bar_sets_the_target(explorer_nb):
     drawn = nb.wait_map(canvas)
     before = nb.canvas_stats(canvas)["digest"]
     second = nb.eval("explorer._ordered[1]")
-    nb.page.locator(".xai-explorer-predictions rect.bar").nth(1).click()
+    bars = nb.page.locator(".xai-explorer-predictions rect.bar")  # the columns first, then the bars
+    bars.nth(bars.count() // 2 + 1).click()
     nb.wait_map(canvas, more_than=drawn)
     assert nb.eval("explorer.state.target") == second
     assert nb.eval("explorer.explanation('integrated_gradients').target.tolist()") == [second]
     assert nb.canvas_stats(canvas)["digest"] != before
+
+
+def test_a_small_class_bar_is_clicked_through_its_column(explorer_nb):
+    """A click above a short bar (on its faint full-height column) chooses that class: a bar under a pixel
+    tall can be chosen. The axis follows the data, so the tallest bar fills the chart."""
+    nb = explorer_nb
+    canvas = first_view_canvas(nb)
+    drawn = nb.wait_map(canvas)
+    last = nb.eval("explorer._ordered[-1]")
+    column = nb.page.evaluate(
+        """() => {
+          const rects = [...document.querySelectorAll('.xai-explorer-predictions rect.bar')];
+          const grey = (r) => getComputedStyle(r).fill === 'rgb(127, 127, 127)';
+          const column = rects.filter(grey).at(-1).getBoundingClientRect();
+          const bar = rects.filter((r) => !grey(r)).at(-1).getBoundingClientRect();
+          return { x: column.x + column.width / 2, top: column.y, height: column.height, bar: bar.y };
+        }"""
+    )
+    assert column["height"] > 100  # the column spans the chart, whatever the bar's height
+    assert column["bar"] - column["top"] > 6  # room above the last bar: the click lands on its column alone
+    nb.page.mouse.click(column["x"], column["bar"] - 3)
+    nb.wait_map(canvas, more_than=drawn)
+    assert nb.eval("explorer.state.target") == last
 
 
 def test_opacity_and_colormap_change_the_picture_without_a_kernel_message(explorer_nb):

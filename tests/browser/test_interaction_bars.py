@@ -7,6 +7,8 @@ and that changing the class redraws the bars.
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 import torch
 from torch import nn
@@ -84,11 +86,33 @@ def test_compare_overlays_the_models_and_errors_show_in_the_widget():
     bars.over_select.value = "inputs"
     assert bars.spectrum.options["inputs"] == 4
     assert list(bars.compared) == ["a", "b"] and len(bars.compare_lines.y) == 2
-    assert list(bars.compare_lines.labels) == ["a", "b"] and "a " in bars.compare_figure.title
+    assert list(bars.compare_lines.labels) == ["a", "b"] and list(bars.compare_axis.tick_values) == list(
+        bars.compare_lines.x
+    )  # whole orders only
+    for name in ("a", "b"):  # the legend sits below the chart, with each model's mean order
+        assert f"{name}: mean order {bars.compared[name].mean_order():.2f}" in bars.compare_legend.value
     shares = bars.compared["a"].order_shares()
     assert list(bars.compare_lines.y[0]) == pytest.approx([shares.get(k, 0.0) for k in bars.compare_lines.x])
     with pytest.raises(InputError, match="switchable units"):
         InteractionBars(models["a"], digit(), layer="4", background=False)
+
+
+def test_a_recomputing_chart_is_dimmed_and_cancel_stops_it():
+    model = digit_mlp()
+    explorer = AttributionExplorer(model, digit(), methods=["saliency"], input_size=(1, 14, 14))
+    assert explorer.wait(60)
+    bars = InteractionBars(explorer, n_units=4, f="logit")
+    assert bars.wait(60) and "xai-stale" not in bars.figure._dom_classes
+    release = threading.Event()
+    explorer.runner.submit("busy", "busy", lambda progress: release.wait(60))  # hold the worker
+    bars.class_select.value = 3
+    assert "xai-stale" in bars.figure._dom_classes and bars.status.value == "computing…"
+    bars.cancel_button.click()
+    release.set()
+    assert bars.wait(60)
+    assert "xai-stale" not in bars.figure._dom_classes and "cancelled" in bars.status.value
+    bars.units_slider.value = 3  # a new request computes and shows, undimmed
+    assert bars.wait(60) and bars.spectrum.n == 3 and "xai-stale" not in bars.figure._dom_classes
 
 
 CELLS = [
@@ -166,3 +190,14 @@ def test_changing_the_class_redraws_the_bars(bars_nb):
     )
     assert nb.eval("bars.spectrum.options['target']") == 4
     assert "class 4" in nb.page.locator(".xai-actspec-bars .mainheading").text_content()
+
+
+@pytest.mark.browser
+def test_a_stale_chart_is_dimmed_in_the_page(bars_nb):
+    nb = bars_nb
+    opacity = "() => Number(getComputedStyle(document.querySelector('.xai-actspec-bars')).opacity)"
+    assert nb.page.evaluate(opacity) == 1
+    nb.execute("bars.figure.add_class('xai-stale')")
+    nb.page.wait_for_function(f"() => ({opacity})() < 0.5", timeout=10_000)
+    nb.execute("bars.figure.remove_class('xai-stale')")
+    nb.page.wait_for_function(f"() => ({opacity})() === 1", timeout=10_000)

@@ -114,6 +114,24 @@ def test_toggle_and_slider_redraw_maps_bars_and_cursor(sanity_nb):
     assert "input alignment" in nb.page.locator(".xai-sanity-score").first.inner_text()
 
 
+def test_labels_fit_scores_stay_short_and_the_legend_leaves_the_curves_clear(sanity_nb):
+    """Seen in the browser: the toggle's label is whole, each map's scores take at most three lines, the
+    legend sits below the chart, and every curve point lies above the chart's axis minimum."""
+    nb = sanity_nb
+    switch = nb.page.locator(".xai-sanity-switch")
+    assert switch.evaluate("(b) => b.scrollWidth <= b.clientWidth + 1"), "the toggle's label is cut off"
+    score = nb.page.locator(".xai-sanity-score").first
+    score.locator("div[title]").wait_for(timeout=60_000)
+    line = score.evaluate("(e) => parseFloat(getComputedStyle(e.querySelector('div[title]')).lineHeight)")
+    assert score.evaluate("(e) => e.getBoundingClientRect().height") <= 3 * line + 2
+    legend = nb.page.locator(".xai-sanity-legend")
+    assert all(method in legend.inner_text() for method in METHODS)
+    chart_bottom = nb.page.locator(".xai-sanity-chart").evaluate("(e) => e.getBoundingClientRect().bottom")
+    assert legend.evaluate("(e) => e.getBoundingClientRect().top") >= chart_bottom - 1
+    lowest = nb.eval("min(v for m in toggle.state.methods for v in toggle.curve(m).values())")
+    assert nb.eval("toggle.y_scale.min") < lowest
+
+
 def test_switching_off_restores_the_trained_maps_from_the_cache(sanity_nb):
     nb = sanity_nb
     randomized_maps, _, randomized_cursor = settle(nb)

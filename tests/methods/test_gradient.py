@@ -6,6 +6,7 @@ from captum.attr import InputXGradient, IntegratedGradients, Saliency
 from torch import nn
 
 import xai_widgets as xw
+from xai_widgets.methods import gradient
 from xai_widgets.methods.gradient import quadrature_rule
 
 GRADIENT_METHODS = ["saliency", "input_x_gradient", "integrated_gradients", "smoothgrad", "vargrad"]
@@ -138,3 +139,47 @@ def test_a_model_without_convolutions_works():
     x = torch.randn(2, 2, 4, 4)
     e = xw.explain(model, x, 1, "saliency")
     torch.testing.assert_close(e.pixel, model[1].weight[1].view(2, 4, 4).expand(2, -1, -1, -1))
+
+
+def test_the_default_chunk_follows_the_activation_memory_of_one_row(small_cnn, monkeypatch):
+    """IG ran 256 rows per pass whatever the model (resnet50, 224 px, 2 images × 64 steps: 11.9 GB)."""
+    import torchvision
+
+    adapter = xw.ModelAdapter(torchvision.models.resnet50().eval(), input_size=(3, 224, 224))
+    x = torch.zeros(2, 3, 224, 224)
+    per_row = gradient.row_bytes(adapter, x)
+    assert 80e6 < per_row < 160e6  # Σ leaf outputs ≈ 122 MB; measured ≈ 106 MB per row (benchmarks/memory.py)
+    assert gradient.default_rows(adapter, x) == gradient.ACTIVATION_BUDGET // per_row == 16
+    # a 64 px input holds 1/12.25 of the activations: 12.25× the rows
+    assert gradient.row_bytes(adapter, torch.zeros(1, 3, 64, 64)) < per_row / 12
+    # IG and SmoothGrad run chunks of that many rows (seen through progress)
+    small = xw.ModelAdapter(small_cnn)
+    x = torch.randn(2, 3, 16, 16)
+    small.prepare(x)
+    monkeypatch.setattr(gradient, "ACTIVATION_BUDGET", 5 * gradient.row_bytes(small, x))
+    for method, options in [("integrated_gradients", {"steps": 6}), ("smoothgrad", {"samples": 6})]:
+        seen: list[int] = []
+        xw.explain(small, x, 1, method, progress=lambda done, total, seen=seen: seen.append(done), **options)
+        assert seen == [5, 10, 12], method
+
+
+@pytest.mark.parametrize("batch_size", [0, -3, 2.5, True, "8"])
+@pytest.mark.parametrize("method", ["integrated_gradients", "smoothgrad", "vargrad"])
+def test_a_bad_batch_size_is_an_error(small_cnn, method, batch_size, guard):
+    with guard(small_cnn), pytest.raises(xw.MethodError, match="batch_size must be a positive int"):
+        xw.explain(small_cnn, torch.randn(1, 3, 16, 16), 0, method, batch_size=batch_size)
+
+
+def test_smoothgrad_noise_is_drawn_per_image(small_cnn):
+    """An image gets the same noise in any batch, at any position and chunking (it depended on the batch)."""
+    torch.manual_seed(3)
+    x = torch.randn(3, 3, 16, 16)
+    alone = xw.explain(small_cnn, x[1:2], 2, "smoothgrad", samples=5, seed=7).pixel
+    for batch, position, rows in [(x, 1, None), (x[[1, 0]], 0, 3), (x[[2, 0, 1]], 2, 1)]:
+        ours = xw.explain(small_cnn, batch, 2, "smoothgrad", samples=5, seed=7, batch_size=rows).pixel
+        torch.testing.assert_close(ours[position : position + 1], alone, rtol=1e-5, atol=1e-9)
+    # different images (or seeds) get different noise, so the same pixels noised differently
+    twins = xw.explain(small_cnn, torch.cat([x[:1], x[:1] + 1e-3]), 2, "vargrad", samples=5, seed=7).pixel
+    assert not torch.allclose(twins[0], twins[1], rtol=0.1)
+    assert gradient.image_seed(7, x[0]) != gradient.image_seed(8, x[0])
+    assert gradient.image_seed(7, x[0]) == gradient.image_seed(7, x[0].clone())

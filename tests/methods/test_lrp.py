@@ -10,6 +10,7 @@ import torchvision
 from modelguard import SmallCNN, explain_leaves_models_unchanged
 from torch import nn
 from zennit.composites import EpsilonGammaBox, LayerMapComposite, SpecialFirstLayerMapComposite
+from zennit.core import Stabilizer
 from zennit.layer import Sum
 from zennit.rules import AlphaBeta, Epsilon, Gamma, Norm, Pass, ZBox, ZPlus
 from zennit.torchvision import ResNetCanonizer
@@ -26,12 +27,15 @@ LRP_METHODS = [
     "lrp_composite",
     "dtd",
 ]
+# Our zero-division guard is zennit's clipping stabiliser scaled per sample (rules.divide); ε stays zennit's
+# absolute ε. zennit's default stabiliser adds an absolute 1e-6, which swallows small denominators.
+GUARD = Stabilizer(1e-6, clip=True, norm_scale=True)
 ZENNIT_RULES = {
     "lrp_epsilon": Epsilon,
-    "lrp_zplus": ZPlus,
-    "lrp_alpha1beta0": lambda: AlphaBeta(1.0, 0.0),
-    "lrp_alpha2beta1": lambda: AlphaBeta(2.0, 1.0),
-    "lrp_gamma": Gamma,
+    "lrp_zplus": lambda: ZPlus(stabilizer=GUARD),
+    "lrp_alpha1beta0": lambda: AlphaBeta(1.0, 0.0, stabilizer=GUARD),
+    "lrp_alpha2beta1": lambda: AlphaBeta(2.0, 1.0, stabilizer=GUARD),
+    "lrp_gamma": lambda: Gamma(stabilizer=GUARD),
 }
 
 
@@ -52,8 +56,8 @@ def zennit_relevance(model, x, target, composite):
 def layer_map(rule, sums=False):
     """zennit's defaults: Pass on activations, Norm on average pooling (and on the ResNet Sum), ``rule`` on
     convolutions and linear layers."""
-    mapping = [(Activation, Pass()), (AvgPool, Norm()), (Convolution, rule()), (nn.Linear, rule())]
-    return mapping + ([(Sum, Norm())] if sums else [])
+    mapping = [(Activation, Pass()), (AvgPool, Norm(GUARD)), (Convolution, rule()), (nn.Linear, rule())]
+    return mapping + ([(Sum, Norm(GUARD))] if sums else [])
 
 
 def bias_free(model):
@@ -87,7 +91,11 @@ def test_composite_with_gamma_middle_equals_zennit_epsilon_gamma_box(small_cnn):
     torch.manual_seed(2)
     x = torch.randn(2, 3, 16, 16).clamp(-2.5, 2.5)
     ours = xw.explain(small_cnn, x, [0, 4], "lrp_composite", middle="gamma", low=-3.0, high=3.0)
-    composite = EpsilonGammaBox(low=torch.full_like(x, -3.0), high=torch.full_like(x, 3.0))
+    composite = EpsilonGammaBox(
+        low=torch.full_like(x, -3.0),
+        high=torch.full_like(x, 3.0),
+        stabilizer=GUARD,
+    )
     theirs = zennit_relevance(small_cnn, x, [0, 4], composite)
     torch.testing.assert_close(ours.pixel, theirs, rtol=1e-4, atol=1e-5 * theirs.abs().max().item())
 
@@ -101,11 +109,11 @@ def test_default_composite_equals_zennit_with_alpha1beta0_in_the_middle(small_cn
     composite = SpecialFirstLayerMapComposite(
         layer_map=[
             (Activation, Pass()),
-            (AvgPool, Norm()),
-            (Convolution, AlphaBeta(1.0, 0.0)),
+            (AvgPool, Norm(GUARD)),
+            (Convolution, AlphaBeta(1.0, 0.0, stabilizer=GUARD)),
             (nn.Linear, Epsilon()),
         ],
-        first_map=[(Convolution, ZBox(low=torch.full_like(x, -3.0), high=torch.full_like(x, 3.0)))],
+        first_map=[(Convolution, ZBox(torch.full_like(x, -3.0), torch.full_like(x, 3.0), stabilizer=GUARD))],
     )
     theirs = zennit_relevance(small_cnn, x, [0, 4], composite)
     torch.testing.assert_close(ours.pixel, theirs, rtol=1e-4, atol=1e-5 * theirs.abs().max().item())
@@ -255,7 +263,7 @@ class Gated(nn.Module):
 
     def forward(self, x):
         x = torch.relu(self.conv(x))
-        return self.fc((x * torch.sigmoid(self.gate(x))).mean((2, 3)))
+        return self.fc((x / (torch.sigmoid(self.gate(x)) + 1)).mean((2, 3)))
 
 
 class InPlaceScale(nn.Module):
@@ -284,12 +292,12 @@ class InPlaceMerge(nn.Module):
     ("model", "pattern"),
     [
         (GroupNormNet(), r"GroupNorm \('norm'\).*statistics of its own input"),
-        (Gated(), r"Gated \(the model itself\).*multiplies two activations"),
+        (Gated(), r"Gated \(the model itself\).*divides two activations"),
         (InPlaceMerge(), r"InPlaceMerge.*in-place add_"),
         (InPlaceScale(), r"modifies a layer output in place"),
         (
-            nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(144, 2), nn.Softmax(1)),
-            r"Softmax \('3'\)",
+            nn.Sequential(nn.Conv2d(3, 4, 3), nn.LocalResponseNorm(2), nn.Flatten(), nn.Linear(144, 2)),
+            r"LocalResponseNorm \('1'\)",
         ),
     ],
 )
@@ -353,3 +361,32 @@ def test_torchvision_densenet_with_functional_inplace_relu_conserves(guard):
     with guard(model):
         e = xw.explain(model, torch.randn(2, 3, 32, 32), 1, "lrp_epsilon", epsilon=1e-9)
     assert_conserves(e, ["features.conv0", "classifier"])
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: torchvision.models.googlenet(num_classes=10, aux_logits=False, init_weights=True),
+        lambda: torchvision.models.shufflenet_v2_x0_5(num_classes=10),
+    ],
+    ids=["googlenet", "shufflenet"],
+)
+def test_lrp0_is_gradient_times_input_and_conserves_on_models_with_small_activations(make, guard):
+    """LRP-0 equals gradient × input on ReLU networks (also with biases), so it is the known answer. Random
+    GoogLeNet's pre-activations are about 1e-13: an absolute 1e-6 stabiliser left 1e-17 of relevance (z⁺ on
+    the bias-free copy kept 3e-24 of the logit), and on ShuffleNet ε = 0 gave NaN."""
+    torch.manual_seed(0)
+    model = make().eval()
+    x = torch.randn(1, 3, 64, 64)
+    with guard(model):
+        lrp0 = xw.explain(model, x, 1, "lrp_epsilon", epsilon=0.0)
+    ixg = xw.explain(model, x, 1, "input_x_gradient").pixel
+    assert torch.isfinite(lrp0.pixel).all()
+    torch.testing.assert_close(lrp0.pixel, ixg, rtol=0.0, atol=1e-4 * ixg.abs().max().item())
+    free = bias_free(copy.deepcopy(model))
+    e = xw.explain(free, x, 1, "lrp_epsilon", epsilon=0.0)
+    assert torch.all((e.pixel.flatten(1).sum(1) - e.score).abs() <= 1e-3 * e.score.abs())
+    if isinstance(model, torchvision.models.GoogLeNet):
+        # z⁺ conserves where every unit with relevance has a positive contribution (ReLU inputs everywhere)
+        e = xw.explain(free, x.abs(), 1, "lrp_zplus")
+        assert torch.all((e.pixel.flatten(1).sum(1) - e.score).abs() <= 1e-3 * e.score.abs())

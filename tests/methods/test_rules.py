@@ -51,15 +51,16 @@ def linear_case(signed: bool, bias: bool = True):
     return layer, x, r, contributions, b.detach()
 
 
-def share(numerator, denominator, r):
-    """Σ_o numerator[n,i,o] / stab(denominator[n,o]) · r[n,o]."""
-    return (numerator / stabilize(denominator, EPS)[:, None, :] * r[:, None, :]).sum(2)
+def share(numerator, denominator, r, epsilon=0.0):
+    """Σ_o numerator[n,i,o] / (denominator[n,o] + ε sign) · r[n,o]: the textbook rules divide exactly (the
+    rules' zero-division guard acts only on denominators below 1e-6 of their sample's RMS)."""
+    return (numerator / stabilize(denominator, epsilon)[:, None, :] * r[:, None, :]).sum(2)
 
 
 @pytest.mark.parametrize("signed", [False, True])
 def test_epsilon_is_contribution_over_output(signed):
     layer, x, r, c, b = linear_case(signed)
-    expected = share(c, c.sum(1) + b, r)
+    expected = share(c, c.sum(1) + b, r, EPS)
     torch.testing.assert_close(through(layer, Epsilon(EPS), x, r), expected)
 
 
@@ -90,7 +91,7 @@ def test_gamma_boosts_contributions_of_the_output_sign(signed):
 
 def test_gamma_zero_is_epsilon_and_alpha_beta_rejects_bad_parameters():
     layer, x, r, _, _ = linear_case(True)
-    torch.testing.assert_close(through(layer, Gamma(0.0, EPS), x, r), through(layer, Epsilon(EPS), x, r))
+    torch.testing.assert_close(through(layer, Gamma(0.0, EPS), x, r), through(layer, Epsilon(0.0), x, r))
     with pytest.raises(xw.MethodError, match="α − β = 1"):
         AlphaBeta(2.0, 0.5)
     with pytest.raises(xw.MethodError, match="γ ≥ 0"):
@@ -109,11 +110,37 @@ def test_zbox_and_wsquare_follow_their_definitions():
     torch.testing.assert_close(through(layer, WSquare(EPS), x, r), share(square, square.sum(1), r))
 
 
-def test_zbox_without_bounds_uses_the_batch_range_and_is_non_negative():
+def test_zbox_without_bounds_uses_each_samples_range_and_is_non_negative():
     layer, x, r, _, _ = linear_case(True)
     relevance = through(layer, ZBox(stabilizer=1e-12), x, r.abs())
     assert (relevance >= -1e-12).all()
     torch.testing.assert_close(relevance.sum(1), r.abs().sum(1))
+    # the bounds of a sample do not depend on the other samples of its batch (they were the batch's range)
+    alone = through(layer, ZBox(), x[:1], r[:1].abs())
+    wide = through(layer, ZBox(), torch.cat([x[:1], 10 * x[1:]]), r.abs())
+    torch.testing.assert_close(wide[:1], alone)
+    torch.manual_seed(0)
+    conv = nn.Conv2d(2, 3, 3).double()
+    image, scores = torch.randn(2, 2, 5, 5, dtype=torch.float64), torch.rand(2, 3, 3, 3, dtype=torch.float64)
+    both = through(conv, ZBox(), torch.cat([image[:1], 5 * image[1:]]), scores)
+    torch.testing.assert_close(both[:1], through(conv, ZBox(), image[:1], scores[:1]))
+
+
+def test_the_division_guard_is_relative_per_sample_and_defines_zero_over_zero():
+    """LRP-0 (ε = 0) on a layer with tiny pre-activations conserves relevance (an absolute 1e-6 floor
+    swallowed it), zero denominators give 0 instead of NaN, and one sample's scale does not change another's."""
+    layer, x, r, _, _ = linear_case(False, bias=False)
+    with torch.no_grad():
+        layer.weight.mul_(1e-20)
+    relevance = through(layer, Epsilon(0.0), x, r)
+    torch.testing.assert_close(relevance.sum(1), r.sum(1), rtol=1e-9, atol=0.0)
+    for rule in (ZPlus(), Gamma(0.25), AlphaBeta(2.0, 1.0)):
+        out = through(layer, rule, x.abs(), r.abs())
+        torch.testing.assert_close(out.sum(1), r.abs().sum(1), rtol=1e-9, atol=0.0)
+    zero = through(layer, Epsilon(0.0), torch.zeros_like(x), r)
+    assert torch.equal(zero, torch.zeros_like(x))
+    mixed = through(layer, Epsilon(0.0), torch.cat([x[:1], 1e30 * x[1:]]), r)
+    torch.testing.assert_close(mixed[:1], through(layer, Epsilon(0.0), x[:1], r[:1]), rtol=1e-12, atol=0.0)
 
 
 def test_rules_conserve_relevance_without_bias():
@@ -328,8 +355,8 @@ def test_functional_rules_route_adds_of_two_activations_and_averages():
     ledger = Ledger()
     with FunctionalRules(nn.Identity(), x, "lrp_epsilon", add=Sum(0.0), average=Norm(0.0), ledger=ledger):
         y = x * 2.0
-        z = (y + 1.0) + x  # the first add has a constant: plain; the second joins two branches
+        z = (y + 1.0) + x  # the first add has a constant (a bias, keeps its share); the second joins branches
         m = z.mean(1)
     assert z.grad_fn.name() == "_SumBackward"
     assert m.grad_fn.name() == "_OverOutputBackward"
-    assert list(ledger.totals) == ["model (+)", "model (mean)"]
+    assert list(ledger.totals) == ["model (+ constant)", "model (+)", "model (mean)"]

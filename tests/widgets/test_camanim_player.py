@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 import torch
@@ -79,3 +81,85 @@ def test_bad_input_is_reported(model, picture):
         CAManimPlayer(model, picture, method="saliency", background=False)
     with pytest.raises(xw.InputError, match="normalization"):
         CAManimPlayer(model, picture, normalization="per-layer", background=False)
+
+
+def test_a_user_registered_cam_is_in_the_player_and_films(model, picture):
+    """A CAM registered by the user (one small weights function) is offered by the player and plays."""
+
+    def max_grad_cam(adapter, x, target, layer):
+        """Channel weights = the largest gradient of each channel."""
+        capture = adapter.capture(x, [layer], target)
+        acts, grads = capture.acts[layer], capture.grads[layer]
+        return torch.einsum("nk,nkhw->nhw", grads.amax(dim=(2, 3)), acts).clamp_min(0)
+
+    xw.register_method("max_grad_cam", max_grad_cam, family="cam", needs_layer=True, cost="cheap")
+    try:
+        player = CAManimPlayer(model, picture, method="max_grad_cam", background=False, road=False)
+        assert "max_grad_cam" in [value for _, value in player.method_select.options]
+        assert ("max_grad_cam (cheap)", "max_grad_cam") in player.method_select.options
+        film = player.film
+        assert film.method == "max_grad_cam" and len(film) == 4
+        x = player.state.model_input()
+        for i, name in enumerate(film.names):
+            single = xw.explain(model, x, film.target, "max_grad_cam", layer=name)
+            torch.testing.assert_close(film.raw[i], single.layer_map)
+        player.method_select.value = "gradcam"
+        assert player.film.method == "gradcam"
+    finally:
+        xw.unregister_method("max_grad_cam")
+    assert "cam" not in [value for _, value in player.method_select.options]  # only at a GAP layer
+
+
+def test_ybroad_on_request_samples_deep_films_and_is_cancellable(model, picture):
+    from xai_widgets.widgets.camanim_player import integer_ticks, road_layers
+
+    assert road_layers(5, 16) == [0, 1, 2, 3, 4] and road_layers(120, 16)[::15] == [0, 119]
+    assert len(road_layers(120, 16)) == 16 and road_layers(7, None) == list(range(7))
+    assert integer_ticks(6) == [0, 1, 2, 3, 4, 5] and integer_ticks(120) == list(range(0, 120, 10))
+    player = CAManimPlayer(
+        model, picture, background=False, kinds=("conv", "activation"), road=False, road_sample=3
+    )
+    assert player.scores is None and not player.road_button.disabled
+    assert list(player.x_axis.tick_values) == list(range(6))  # whole layers only, no "0 0 1 1"
+    assert "score layers" in player.view.status and "3 sampled of 6" in player.view.status
+    player.road_button.click()
+    indices = road_layers(6, 3)
+    assert indices == [0, 2, 5] and player.road_indices == indices
+    full = player.film.road(player.percentiles)
+    np.testing.assert_allclose(player.points.y, full.score[indices, 0].numpy(), rtol=1e-5, atol=1e-6)
+    assert list(player.points.x) == indices and "3 of 6 layers scored" in player.figure.title
+    best = indices[int(player.scores.best[0])]
+    assert player.view.best == best and player.best_mark.x[0] == best
+
+    # cancel: with the worker held busy, the scoring request waits in the queue and the cancel button stops it
+    runner = xw.widgets.JobRunner(background=True)
+    stopped = CAManimPlayer(model, picture, runner=runner, road=False)
+    assert stopped.wait(60)
+    release = threading.Event()
+    runner.submit("busy", "busy", lambda progress: release.wait(60))
+    stopped.score_layers()
+    assert stopped.road_button.disabled and stopped.view.progress == 0.0
+    stopped.cancel_button.click()
+    release.set()
+    assert stopped.wait(60)
+    assert stopped.scores is None and "ybROAD cancelled" in stopped.view.status
+    assert stopped.view.progress is None and not stopped.road_button.disabled
+
+
+def test_faint_layers_under_global_normalisation_say_why(model, picture):
+    from xai_widgets.widgets.camanim_player import FAINT, frame_captions
+
+    player = CAManimPlayer(model, picture, background=False, kinds=("conv", "activation"), road=False)
+    peaks = player.film.frames("global").flatten(1).amax(1).float() / 255
+    hinted = [("faint under global normalisation" in caption) for caption in player.view.captions]
+    assert hinted == (peaks < FAINT).tolist()
+    assert not any("faint" in caption for caption in frame_captions(player.film, "local"))
+
+
+def test_a_gallery_photograph_or_name_is_a_picture_for_the_player(model):
+    from xai_widgets.images import gallery
+
+    by_array = CAManimPlayer(model, gallery()["chelsea"], background=False, road=False)
+    by_name = CAManimPlayer(model, "chelsea", background=False, road=False)
+    assert by_array.film is not None and by_array.message.value == ""
+    assert torch.equal(by_array.state.picture, by_name.state.picture)

@@ -11,6 +11,8 @@ import torch
 from PIL import Image
 
 from xai_widgets import InputError, as_adapter, explain, register_method, unregister_method
+from xai_widgets import methods as registered_methods
+from xai_widgets.images import gallery
 from xai_widgets.widgets import AttributionExplorer
 
 
@@ -88,9 +90,10 @@ def test_predictions_chart_shows_the_top_k_and_a_bar_sets_the_target(small_cnn):
 
 def test_layer_control_only_for_layer_methods(small_cnn):
     explorer = AttributionExplorer(small_cnn, picture(2), methods=["saliency"], background=False)
-    assert explorer.layer_select.layout.display == "none"
+    # the menu never appears or disappears (no layout jump): disabled while no chosen method uses a layer
+    assert explorer.layer_select.disabled and explorer.layer_select.layout.display is None
     explorer.method_select.value = ("saliency", "gradcam")
-    assert explorer.layer_select.layout.display is None
+    assert not explorer.layer_select.disabled and explorer.layer_select.layout.display is None
     assert explorer.layer_select.label == "default CAM layer" and explorer.state.layer is None
     assert "features.0" in [value for _, value in explorer.layer_select.options]
     explorer.layer_select.value = "features.0"
@@ -242,3 +245,43 @@ def test_a_model_that_cannot_take_the_default_size_gets_its_choices_from_the_fir
     assert explorer.probabilities is not None and explorer.probabilities.shape == (4,)
     with pytest.raises(InputError, match="does not run on a 1×3×224×224 input"):
         _ = as_adapter(mlp).num_classes
+
+
+def test_a_bar_under_a_pixel_is_clickable_through_its_column_and_the_axis_follows_the_data(small_cnn):
+    explorer = AttributionExplorer(small_cnn, picture(1), methods=["saliency"], top_k=4, background=False)
+    heights = list(explorer.bars.y)
+    assert explorer.bars.scales["y"].max is None  # scaled to the data, not a fixed 0–1
+    assert (
+        list(explorer.hit_bars.x) == list(explorer.bars.x) and list(explorer.hit_bars.y) == [max(heights)] * 4
+    )
+    explorer.hit_bars.selected = [3]  # a click on the faint column above the last (smallest) bar
+    assert explorer.state.target == explorer._ordered[3] and list(explorer.bars.selected) == [3]
+    assert explorer.hit_bars.selected is None  # ready for the next click
+
+
+def test_the_method_list_shows_its_choice_on_top(small_cnn):
+    explorer = AttributionExplorer(small_cnn, picture(1), methods=["gradcam", "saliency"], background=False)
+    assert list(explorer.method_select.options[:2]) == ["gradcam", "saliency"]
+    last = explorer.method_select.options[-1]
+    explorer.state.methods = [last]  # chosen from code (a workbench, a script): brought into sight
+    assert explorer.method_select.options[0] == last and explorer.method_select.value == (last,)
+    assert sorted(explorer.method_select.options) == sorted(info.name for info in registered_methods())
+
+
+def test_the_gallery_is_usable_wherever_an_image_is(small_cnn):
+    explorer = AttributionExplorer(small_cnn, gallery(), methods=["saliency"], size=64, background=False)
+    assert list(explorer.image_select.options) == ["astronaut", "chelsea", "coffee", "rocket"]
+    assert explorer.message.value == "" and explorer.views["saliency"].map is not None
+    explorer.image_select.value = "chelsea"
+    by_name = AttributionExplorer(small_cnn, "chelsea", methods=["saliency"], background=False)
+    assert torch.equal(by_name.state.picture, explorer.state.picture)
+
+
+def test_a_degenerate_map_says_so_under_the_map(small_cnn):
+    """A CAM at a 1×1 layer (the global pool) is one number spread over the picture: the view shows why."""
+    explorer = AttributionExplorer(small_cnn, picture(3), methods=["hirescam", "saliency"], background=False)
+    assert explorer.views["hirescam"].status == "" and explorer.views["saliency"].status == ""
+    explorer.state.layer = "pool"
+    assert explorer.views["hirescam"].status == "⚠ degenerate map: constant"
+    explorer.state.layer = "features.5"
+    assert explorer.views["hirescam"].status == ""

@@ -43,7 +43,9 @@ def test_picture_and_map_travel_as_binary_buffers_once():
     sizes = {path[0]: memoryview(buffer).nbytes for path, buffer in zip(paths, buffers)}
     assert sizes["image"] == 12 * 10 * 3 and sizes["values"] == 12 * 10 * 2
     assert "image" not in state and "values" not in state
-    long_text = [k for k, v in state.items() if isinstance(v, str) and len(v) > 1000 and k != "_esm"]
+    long_text = [
+        k for k, v in state.items() if isinstance(v, str) and len(v) > 1000 and k not in ("_esm", "_css")
+    ]
     assert long_text == []  # no picture smuggled in as base64 text
     assert view.image_shape == [12, 10] and view.values_shape == [12, 10] and view.signed
     np.testing.assert_array_equal(view.picture, picture)
@@ -69,7 +71,7 @@ def test_inputs_are_checked():
         HeatmapView(map=np.array([[np.nan, 1.0]]))
     with pytest.raises(InputError, match=r"h×w"):
         HeatmapView(map=np.ones((2, 3, 4)))
-    with pytest.raises(InputError, match="picture must be"):
+    with pytest.raises(InputError, match="5 channels.*a picture has 1 .grey., 3 .RGB. or 4 .RGBA."):
         HeatmapView(np.ones((2, 3, 5)))
     tensor_view = HeatmapView(torch.ones(1, 3, 4, 4) * 0.5, torch.zeros(1, 4, 4))
     assert tensor_view.picture[0, 0].tolist() == [128, 128, 128]
@@ -123,3 +125,22 @@ def test_to_png_writes_the_composite(tmp_path):
     with Image.open(tmp_path / "view.png") as saved:
         assert saved.format == "PNG" and saved.size == (8, 12)
     np.testing.assert_array_equal(np.asarray(view.to_png()), view.composite())
+
+
+def test_every_widget_entry_is_built_into_one_module_and_one_stylesheet():
+    """js/widgets/<name>.js → xai_widgets/static/<name>.js + .css (make js); a missing build says how to fix."""
+    from pathlib import Path
+
+    from xai_widgets.widgets._assets import STATIC, asset
+
+    entries = sorted(path.stem for path in (Path(__file__).parents[2] / "js" / "widgets").glob("*.js"))
+    assert {"heatmap", "camanim_player"} <= set(entries)
+    for name in entries:
+        module, stylesheet = asset(f"{name}.js"), asset(f"{name}.css")
+        assert module.parent == stylesheet.parent == STATIC
+        text = module.read_text(encoding="utf-8")
+        # an ES module with the helpers of js/lib and its CSS bundled in: nothing left to import at run time
+        assert "export" in text and not any(line.startswith("import ") for line in text.splitlines())
+    assert str(HeatmapView._esm) == asset("heatmap.js").read_text(encoding="utf-8")
+    with pytest.raises(FileNotFoundError, match="make js"):
+        asset("no_such_widget.js")

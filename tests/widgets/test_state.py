@@ -8,8 +8,11 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torch import nn
 
-from xai_widgets import InputError, as_adapter, explain
+from xai_widgets import InputError, ModelAdapter, as_adapter, explain
+from xai_widgets.images import load_image
+from xai_widgets.widgets.heatmap import as_picture
 from xai_widgets.widgets.state import ExplanationState, accepts_progress, fit_picture, read_picture
 
 
@@ -34,19 +37,20 @@ def test_read_picture_accepts_every_usual_source(tmp_path):
     for source in sources:
         torch.testing.assert_close(read_picture(source), expected)
     assert read_picture(np.zeros((4, 4))).shape == (1, 4, 4)
-    assert read_picture(torch.zeros(1, 4, 4, 4)).shape == (3, 4, 4)  # alpha dropped
+    # alpha is composited over white, as load_image does: fully transparent black is white
+    assert torch.equal(read_picture(torch.zeros(1, 4, 4, 4)), torch.ones(3, 4, 4))
 
 
 @pytest.mark.parametrize(
     ("source", "message"),
     [
-        (b"not an image", "not an image PIL can read"),
+        (b"not an image", "cannot read the image file bytes"),
         ("/no/such/file.png", "no image file"),
         (torch.full((3, 4, 4), 2.0), "normalised model input"),
         (torch.full((3, 4, 4), float("nan")), "NaN"),
-        (np.zeros((4, 4, 2)), "H×W×C with C in 1, 3, 4"),
+        (np.zeros((4, 4, 2)), "2 channels"),
         (torch.zeros(3, 0, 4), "empty"),
-        (42, "got int"),
+        (42, "from int"),
     ],
 )
 def test_read_picture_refuses_bad_images_in_words(source, message):
@@ -63,6 +67,55 @@ def test_fit_picture_converts_channels_and_crops_the_centre():
     assert fit_picture(picture, 3, (2, 2)).shape == (3, 2, 2)
     with pytest.raises(InputError, match="expects 2 input channels"):
         fit_picture(picture, 2, None)
+
+
+def rgba_file(path, height: int, width: int):
+    """A non-square RGBA PNG with partial transparency: alpha, channels and the fit all matter."""
+    rng = np.random.default_rng(5)
+    rgba = rng.integers(0, 256, (height, width, 4), dtype=np.uint8)
+    Image.fromarray(rgba, "RGBA").save(path)
+    return path
+
+
+@pytest.mark.parametrize("fit", ["crop", "stretch"])
+def test_a_file_gives_bitwise_the_same_model_input_in_scripts_and_widgets(tmp_path, small_cnn, fit):
+    path = rgba_file(tmp_path / "p.png", 37, 52)
+    adapter = ModelAdapter(small_cnn, mean=(0.4, 0.5, 0.6), std=(0.2, 0.3, 0.25), input_size=(3, 24, 24))
+    state = ExplanationState(adapter, fit=fit)
+    for source in (path, str(path), path.read_bytes(), Image.open(path)):
+        state.set_image(source, "p")
+        assert torch.equal(state.model_input(), load_image(path, adapter, fit=fit))
+    assert np.array_equal(state.display_picture(), as_picture(load_image(path, size=(24, 24), fit=fit)))
+
+
+def test_grey_models_get_bt601_luma_in_widgets_as_in_scripts(tmp_path):
+    path = rgba_file(tmp_path / "p.png", 20, 30)
+    adapter = ModelAdapter(nn.Sequential(nn.Flatten(), nn.Linear(144, 2)), input_size=(1, 12, 12))
+    state = ExplanationState(adapter)
+    state.set_image(path)
+    assert state.picture.shape == (1, 12, 12)
+    assert torch.equal(state.model_input(), load_image(path, adapter))
+
+
+def test_changing_the_fit_refits_the_current_image(tmp_path, small_cnn):
+    path = rgba_file(tmp_path / "p.png", 20, 40)
+    adapter = ModelAdapter(small_cnn, input_size=(3, 16, 16))
+    state = ExplanationState(adapter)
+    state.set_image(path, "wide")
+    cropped = state.picture
+    state.fit = "stretch"
+    assert not torch.equal(state.picture, cropped)
+    assert torch.equal(state.model_input(), load_image(path, adapter, fit="stretch"))
+    assert state.image_name == "wide"
+
+
+def test_a_gallery_name_is_an_image_for_the_widgets(small_cnn):
+    adapter = ModelAdapter(small_cnn, input_size=(3, 16, 16))
+    state = ExplanationState(adapter)
+    state.set_image("coffee", "coffee")
+    assert torch.equal(state.model_input(), load_image("coffee", adapter))
+    with pytest.raises(InputError, match="gallery name"):
+        state.set_image("no-such-picture")
 
 
 def test_keys_follow_every_choice(small_cnn):

@@ -284,23 +284,72 @@ def _exact(
 
 # -------------------------------------------------------------------------- search
 class _Sampler:
-    """Uniform ±1 points on the device from a seeded generator, f evaluated in chunks, evaluations counted."""
+    """Uniform ±1 points on the device from a seeded generator, f evaluated in chunks, evaluations counted.
 
-    def __init__(self, f: BooleanFunction, n: int, device: torch.device, seed: int, batch_size: int) -> None:
+    Progress counts ``work``, the rows of sample-sized work done (points drawn, multiplied, evaluated by f,
+    summed into characters), against ``total``, the search's plan once the pilot has sized the samples; it is
+    reported after every chunk, so the bar moves during all of it and a cancel takes effect within a chunk.
+    """
+
+    def __init__(
+        self,
+        f: BooleanFunction,
+        n: int,
+        device: torch.device,
+        seed: int,
+        batch_size: int,
+        progress: Progress = None,
+    ) -> None:
         self.f, self.n, self.device, self.batch_size = f, n, device, batch_size
         self.generator = torch.Generator(device=device).manual_seed(seed)
         self.evaluations = 0
+        self.work = 0
+        self.total = 0
+        self.progress = progress
+
+    def advance(self, rows: int) -> None:
+        """Count ``rows`` rows of work done and call progress(work, planned total); it may raise Cancelled."""
+        self.work += rows
+        if self.progress is not None and self.total:
+            self.progress(min(self.work, self.total), self.total)
+
+    def rows(self) -> int:
+        """Rows per chunk of the sample-sized tensor work (about 16M elements), between two reports."""
+        return max(1, (1 << 24) // self.n)
 
     def points(self, count: int) -> Tensor:
-        bits = torch.randint(
-            0, 2, (count, self.n), generator=self.generator, device=self.device, dtype=torch.float32
-        )
+        """``count`` uniform ±1 points, drawn in chunks (the same stream as one draw) with a report between."""
+        bits = torch.empty(count, self.n, device=self.device, dtype=torch.float32)
+        for part in bits.split(self.rows()):
+            torch.randint(0, 2, part.shape, generator=self.generator, device=self.device, out=part)
+            self.advance(part.shape[0])
         return bits.mul_(2).sub_(1)
 
-    def __call__(self, points: Tensor) -> Tensor:
-        out = torch.cat([_evaluate(self.f, chunk).to(self.device) for chunk in points.split(self.batch_size)])
-        self.evaluations += points.shape[0]
+    def product(self, a: Tensor, b: Tensor) -> Tensor:
+        """a ⊙ b in chunks, with a report between (a cancel is heard during sample-sized work too)."""
+        out = torch.empty_like(a)
+        for rows in range(0, a.shape[0], self.rows()):
+            torch.mul(
+                a[rows : rows + self.rows()], b[rows : rows + self.rows()], out=out[rows : rows + self.rows()]
+            )
+            self.advance(out[rows : rows + self.rows()].shape[0])
         return out
+
+    def spliced(self, head: Tensor, tail: Tensor, stop: int) -> Tensor:
+        """f at the points (head[:, :stop], tail[:, stop:]), built and evaluated chunk by chunk."""
+        out = []
+        for rows in range(0, head.shape[0], self.batch_size):
+            part = slice(rows, rows + self.batch_size)
+            out.append(self(torch.cat((head[part, :stop], tail[part, stop:]), dim=1)))
+        return torch.cat(out)
+
+    def __call__(self, points: Tensor) -> Tensor:
+        out = []
+        for chunk in points.split(self.batch_size):
+            out.append(_evaluate(self.f, chunk).to(self.device))
+            self.evaluations += chunk.shape[0]
+            self.advance(chunk.shape[0])
+        return torch.cat(out)
 
 
 def _characters(signs: Tensor, subsets: Sequence[tuple[int, ...]]) -> Tensor:
@@ -319,16 +368,24 @@ def _characters(signs: Tensor, subsets: Sequence[tuple[int, ...]]) -> Tensor:
     return 1.0 - 2.0 * torch.remainder(counts, 2)
 
 
-def _character_means(values: Tensor, signs: Tensor, subsets: list[tuple[int, ...]]) -> tuple[Tensor, Tensor]:
+def _character_means(
+    values: Tensor,
+    signs: Tensor,
+    subsets: list[tuple[int, ...]],
+    advance: Callable[[int], None] | None = None,
+) -> tuple[Tensor, Tensor]:
     """Mean and standard error of values·χ_S over the samples for each subset S (E[f χ_S] = f̂(S)).
 
-    Since χ_S² = 1, the variance of values·χ_S is E[values²] − mean², with no per-subset pass.
+    Since χ_S² = 1, the variance of values·χ_S is E[values²] − mean², with no per-subset pass. ``advance``
+    gets the rows of each chunk of samples (a progress report that may raise Cancelled).
     """
     count = values.shape[0]
     total = torch.zeros(len(subsets), dtype=torch.float64, device=values.device)
     for rows in range(0, count, _CHUNK):
         part = slice(rows, rows + _CHUNK)
         total += values[part] @ _characters(signs[part], subsets).to(torch.float64)
+        if advance is not None:
+            advance(values[part].shape[0])
     mean = total / count
     variance = (values.square().mean() - mean.square()).clamp_min(0) * count / max(count - 1, 1)
     return mean, (variance / count).sqrt()
@@ -362,8 +419,17 @@ def _search(
     with a large mean (a logit, an accuracy near 1) is many times smaller. f̂(∅) = E[f] is estimated
     directly from the final sample.
     """
-    sampler = _Sampler(f, n, device, seed, batch_size)
+    sampler = _Sampler(f, n, device, seed, batch_size, progress)
     z = 4.0
+    depths = list(range(0, n, block))
+
+    # the plan, in rows of work: the pilot (draw, f), then per sample size: the two draws, their product, f
+    # at the base, per depth f and the character sums, and the final draw, f and character means; until the
+    # pilot has sized the samples it counts with the largest sample size, so the bar never goes back
+    def plan(size: int) -> int:
+        return 2 * 4096 + size * (7 + 2 * len(depths))
+
+    sampler.total = plan(1 << 21)
     pilot = sampler(sampler.points(4096))
     center = float(pilot.mean())
     variance = float(pilot.var())
@@ -383,20 +449,18 @@ def _search(
     # Parseval: at most 2·Var f / τ² buckets weigh τ²/2; four times that (and 64) leaves room for noise
     limit = int(8 * variance / (tau * tau)) + 64
     truncated = 0
+    sampler.total = plan(samples)  # less is done when the search empties early
     base, other = sampler.points(samples), sampler.points(samples)
     f_base = sampler(base)
     total_weight = float(f_base.square().mean())
     g_base = f_base - center
-    signs = base * other
-    depths = list(range(0, n, block))
-    steps = len(depths) + 1
+    signs = sampler.product(base, other)
     kept: list[tuple[int, ...]] = [()]
     largest = 1
-    for step, start in enumerate(depths, 1):
+    for start in depths:
         stop = min(start + block, n)
         width = stop - start
-        paired = torch.cat((other[:, :stop], base[:, stop:]), dim=1)
-        products = (g_base * (sampler(paired) - center)).to(torch.float32)
+        products = (g_base * (sampler.spliced(other, base, stop) - center)).to(torch.float32)
         # χ_{α∪β} = χ_α χ_β with β in the new block: sum g·χ_α per sign pattern of the block, then one
         # Walsh–Hadamard transform over the 2^width patterns gives every extension's weight at once
         pattern = ((signs[:, start:stop] < 0).long() << torch.arange(width, device=device)).sum(1)
@@ -404,6 +468,7 @@ def _search(
         for rows in range(0, samples, _CHUNK):
             part = slice(rows, rows + _CHUNK)
             sums.index_add_(0, pattern[part], _characters(signs[part], kept) * products[part].unsqueeze(1))
+            sampler.advance(products[part].shape[0])
         weights = walsh_hadamard(sums.T) * ((1 << width) / samples)
         orders = torch.tensor([len(alpha) for alpha in kept], device=device).unsqueeze(1)
         allowed = weights >= threshold
@@ -419,14 +484,12 @@ def _search(
             kept[row] + tuple(start + i for i in range(width) if mask >> i & 1)
             for row, mask in chosen.tolist()
         ]
-        if progress is not None:
-            progress(step, steps)
         if not kept:
             break
     points = sampler.points(samples)
     values = sampler(points)
     subsets = [()] + [subset for subset in kept if subset]
-    means, errors = _character_means(values - center, points, subsets)
+    means, errors = _character_means(values - center, points, subsets, sampler.advance)
     means[0] += center  # E[f] itself; its standard error is that of the centred mean
     half = statistics.NormalDist().inv_cdf(0.5 + confidence / 2) * errors
     found: list[tuple[tuple[int, ...], float, float, float]] = []
@@ -434,7 +497,7 @@ def _search(
         if value * value >= threshold:
             found.append((subset, value, value - width, value + width))
     if progress is not None:
-        progress(steps, steps)
+        progress(sampler.total, sampler.total)
     info = {"tau": tau, "samples": samples, "largest_bucket_set": largest, "truncated_depths": truncated}
     return found, total_weight, sampler.evaluations, info
 
@@ -477,7 +540,8 @@ def fourier(
         batch_size: points per call of ``f``.
         device: where the points are made (default CPU; :func:`spectroscopy` uses the model's device).
         units: names of the variables (default 0..n−1); subsets are reported with these names.
-        progress: ``progress(done, total)`` after each chunk (exact) or depth (search); may raise Cancelled.
+        progress: ``progress(done, total)`` after each chunk of ``batch_size`` evaluations of f (search: done and
+            total count evaluations of f, the total planned from the pilot); may raise Cancelled.
         options: extra entries recorded in ``Spectrum.options``.
 
     Returns:

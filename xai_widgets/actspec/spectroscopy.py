@@ -32,13 +32,14 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import InputError, LayerError, MethodError
-from ..model import LayerInfo, ModelAdapter, Target, as_adapter
+from ..model import LayerInfo, ModelAdapter, Target, as_adapter, gradients_enabled
 from .fourier import Progress, Spectrum, fourier
 
 FUNCTIONS = ("indicator", "logit", "probability")
 _ROW_ELEMENTS = 1 << 23
 
 
+@gradients_enabled()
 def unit_relevance(
     adapter: ModelAdapter, layer: str | nn.Module, inputs: Tensor, target: Target = None
 ) -> Tensor:
@@ -49,7 +50,7 @@ def unit_relevance(
     """
     inputs = adapter.prepare(inputs)
     entry = adapter.resolve_layer(layer)
-    capture = adapter.capture(inputs, [entry.name], target)
+    capture = adapter.capture(inputs, [entry.name], target, maps=False)
     act, grad = capture.acts[entry.name], capture.grads[entry.name]
     if grad is None:
         raise LayerError(
@@ -145,6 +146,7 @@ class LayerFunction:
         self.unit_shape = tuple(layer.out_shape[1:])
         per_row = max(1, int(torch.tensor(layer.out_shape).prod()))
         self.rows = max(inputs.shape[0], _ROW_ELEMENTS // per_row)
+        self.chunk = max(1, self.rows // inputs.shape[0])  # unit states per forward of the upper network
         self.expand: bool | None = None
         self.forwards = 0
         self._states: Tensor | None = None
@@ -200,8 +202,7 @@ class LayerFunction:
         states = states.to(self.inputs.device)
         if self.expand is None:
             self._choose_route(states)
-        chunk = max(1, self.rows // self.inputs.shape[0])
-        values = [self._value(self._logits(part, self.expand)) for part in states.split(chunk)]
+        values = [self._value(self._logits(part, self.expand)) for part in states.split(self.chunk)]
         return torch.cat(values)
 
     def _value(self, logits: Tensor) -> Tensor:
@@ -244,7 +245,7 @@ def switched(
             f"units must be distinct indices in 0..{size - 1} of layer {entry.name!r}, got {units}"
         )
     with torch.no_grad(), adapter.evaluating():
-        capture = adapter.capture(x, [entry.name], target, grads=False)
+        capture = adapter.capture(x, [entry.name], target, grads=False, maps=False)
         targets = (
             capture.target
             if capture.target is not None
@@ -259,6 +260,7 @@ def switched(
             yield function
 
 
+@gradients_enabled()
 def spectroscopy(
     model: nn.Module | ModelAdapter,
     layer: str | nn.Module,
@@ -299,8 +301,9 @@ def spectroscopy(
         method: ``"exact"`` (all 2ⁿ states, n ≤ 24) or ``"search"`` (heavy coefficients, n in the hundreds).
         n_units: units picked when ``units`` is None: 16 for exact (capped by the layer), all for search.
         tau, samples, max_order, seed, block: search options (see :func:`~xai_widgets.actspec.fourier`).
-        batch_size: unit states per evaluation batch.
-        progress: ``progress(done, total)``; may raise ``Cancelled``.
+        batch_size: unit states per evaluation batch (at most one forward of the upper network's memory budget).
+        progress: ``progress(done, total)`` after every forward of the upper network, so a ``Cancelled`` it
+            raises stops the work within one forward.
 
     Returns:
         A :class:`~xai_widgets.actspec.Spectrum` over the unit indices; ``options`` records the layer,
@@ -336,7 +339,7 @@ def spectroscopy(
             max_order=max_order,
             seed=seed,
             block=block,
-            batch_size=batch_size,
+            batch_size=min(batch_size, function.chunk),
             device=adapter.device,
             units=units,
             progress=progress,
@@ -359,6 +362,7 @@ def spectroscopy(
 _ELEMENTWISE = ("activation", "dropout", "norm", "flatten")
 
 
+@gradients_enabled()
 def unit_maps(
     model: nn.Module | ModelAdapter, layer: str | nn.Module, units: Sequence[int], image: Tensor
 ) -> Tensor:
@@ -373,8 +377,8 @@ def unit_maps(
     x = adapter.prepare(image)[:1]
     entry = _layer_entry(adapter, layer)
     index = [int(u) for u in units]
-    if entry.spatial:
-        capture = adapter.capture(x, [entry.name], None, grads=False)
+    if entry.spatial and (entry.layout is None or entry.layout.kind == "channels_first"):
+        capture = adapter.capture(x, [entry.name], None, grads=False, maps=False)
         return capture.acts[entry.name][0, index].cpu()
     height, width = x.shape[-2:]
     catalogue = adapter.layers()
@@ -400,6 +404,7 @@ def unit_maps(
     return grad.sum(1).detach().cpu().view(len(index), height, width)
 
 
+@gradients_enabled()
 def compare(
     models: Mapping[str, nn.Module | ModelAdapter],
     layer: str,

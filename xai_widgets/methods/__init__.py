@@ -1,3 +1,3 @@
 """Built-in methods; importing this package registers them (one module per family)."""
 
-from . import cam, gradient, lrp, modified_backprop  # noqa: F401
+from . import attention, backtrace, cam, gradient, lrp, modified_backprop  # noqa: F401

@@ -71,15 +71,18 @@ def hirescam_map(acts: Tensor, grads: Tensor) -> Tensor:
 def eigencam_map(acts: Tensor) -> Tensor:
     """Eigen-CAM (Muhammad and Yeasin 2020): the activations (positions × channels, centred per channel)
     projected on their first principal component. The SVD leaves the sign free; it is fixed so that the
-    larger magnitude is positive (|min| > |max| flips the map, as pytorch-grad-cam's sign correction)."""
+    larger magnitude is positive (|min| > |max| flips the map, as pytorch-grad-cam's sign correction).
+    Half-precision activations are decomposed in float32 (torch has no half SVD); the map keeps their dtype."""
     n, k, h, w = acts.shape
     matrix = acts.reshape(n, k, h * w).transpose(1, 2)
+    if matrix.dtype in (torch.float16, torch.bfloat16):
+        matrix = matrix.float()
     matrix = matrix - matrix.mean(dim=1, keepdim=True)
     _, _, vh = torch.linalg.svd(matrix, full_matrices=False)
     projection = (matrix @ vh[:, 0, :].unsqueeze(-1)).squeeze(-1)
     flip = projection.amin(dim=1).abs() > projection.amax(dim=1).abs()
     projection = torch.where(flip.unsqueeze(1), -projection, projection)
-    return projection.reshape(n, h, w)
+    return projection.reshape(n, h, w).to(acts.dtype)
 
 
 @dataclass(frozen=True)
@@ -198,6 +201,16 @@ def _make_gradient_method(variant: GradientCAM) -> Callable[..., Explanation]:
     return method
 
 
+def _make_multi_layer(variant: GradientCAM) -> Callable[..., tuple[dict[str, Tensor], Tensor]]:
+    """The variant's raw maps at many layers from one forward and one backward (CAManim's single pass)."""
+
+    def multi_layer(adapter: ModelAdapter, x: Tensor, target, layers: Sequence[str]):
+        maps, score, _ = layer_maps(adapter, x, target, layers, variant.name)
+        return maps, score
+
+    return multi_layer
+
+
 for _variant in GRADIENT_CAMS.values():
     register_method(
         _variant.name,
@@ -206,6 +219,7 @@ for _variant in GRADIENT_CAMS.values():
         needs_layer=True,
         cost="cheap",
         signed=not _variant.relu,
+        multi_layer=_make_multi_layer(_variant),
     )
 
 
@@ -253,7 +267,7 @@ def classifier_head(
     return weight, bias
 
 
-@register_method("cam", family="cam", needs_layer=True, cost="cheap")
+@register_method("cam", family="cam", needs_layer=True, cost="cheap", every_layer=False)
 def cam(adapter: ModelAdapter, x: Tensor, target, layer: str) -> Explanation:
     """CAM (Zhou et al. 2016, eq. 2): M_c = Σ_k w_ck A_k with w the classifier weights after global average
     pooling (signed, no bias). Needs a GAP + Linear head right after ``layer``."""
@@ -268,7 +282,16 @@ def cam(adapter: ModelAdapter, x: Tensor, target, layer: str) -> Explanation:
 
 
 # ---------------------------------------------------------------------------------------- Eigen-CAM
-@register_method("eigencam", family="cam", needs_layer=True, cost="cheap")
+def eigencam_layers(adapter: ModelAdapter, x: Tensor, target, layers: Sequence[str]) -> tuple[dict, Tensor]:
+    """Eigen-CAM maps at many layers from one forward (no backward)."""
+    capture = adapter.capture(x, list(layers), target, grads=False)
+    missing = [name for name in layers if name not in capture.acts]
+    if missing:
+        raise LayerError(f"layer(s) {', '.join(missing)} did not run in the forward pass")
+    return {name: eigencam_map(capture.acts[name]) for name in layers}, capture.score
+
+
+@register_method("eigencam", family="cam", needs_layer=True, cost="cheap", multi_layer=eigencam_layers)
 def eigencam(adapter: ModelAdapter, x: Tensor, target, layer: str) -> Explanation:
     """Eigen-CAM (Muhammad and Yeasin 2020): first principal component of the layer's activations, from the
     forward pass alone (class-agnostic: the target only sets the reported score)."""
@@ -297,8 +320,8 @@ def scorecam_weights(
         sample, channel = rows // k, rows % k
         masks = upsample(acts[sample, channel], x.shape[-2:])
         low = masks.flatten(1).amin(1).view(-1, 1, 1)
-        high = masks.flatten(1).amax(1).view(-1, 1, 1)
-        masks = (masks - low) / (high - low + 1e-8)
+        width = masks.flatten(1).amax(1).view(-1, 1, 1) - low
+        masks = torch.where(width > 0, (masks - low) / torch.where(width > 0, width, 1), 0)  # constant: 0
         with torch.no_grad():
             logits = adapter.forward(x[sample] * masks.unsqueeze(1))
         tgt = target[sample] if isinstance(target, Tensor) else target
@@ -331,17 +354,25 @@ def scorecam(
 
 
 def _ablated_scores(
-    adapter: ModelAdapter, x: Tensor, target, module: nn.Module, channels: Tensor, shared: bool
+    adapter: ModelAdapter, x: Tensor, target, module: str, channels: Tensor, shared: bool
 ) -> Tensor:
-    """Target scores with channel ``channels[i]`` of ``module``'s output zeroed in row i, for one image ``x``
+    """Target scores with channel ``channels[i]`` of layer ``module``'s output zeroed in row i (at exactly the
+    call the catalogue name means, for a reused module), for one image ``x``
     (1×C×H×W). ``shared``: the part of the model before ``module`` runs once and its output is expanded to
     the rows inside the hook; otherwise the image is repeated and the whole model runs for every row."""
     b = channels.numel()
     rows = torch.arange(b, device=x.device)
+    layout = adapter.resolve_layer(module).layout
+    if layout is not None and layout.kind == "custom":
+        raise UnsupportedModelError(
+            f"ablationcam zeroes channels of {module!r} in place of its output, which a reshape_transform cannot "
+            "write back; use gradcam or scorecam at this layer"
+        )
 
     def zero_channel(mod: nn.Module, inputs: tuple, output: Tensor) -> Tensor:
         out = output.expand(b, *output.shape[1:]).clone() if output.shape[0] == 1 else output.clone()
-        out[rows, channels] = 0
+        view = out if layout is None else layout.to_map(out)  # tokens, channels last: a view of ``out``
+        view[rows, channels] = 0
         return out
 
     tgt = target.expand(b) if isinstance(target, Tensor) else target
@@ -372,7 +403,7 @@ def ablationcam_weights(
     _check_batch_size(batch_size)
     n, k = acts.shape[:2]
     ablated = torch.empty(n, k, device=x.device, dtype=x.dtype)
-    module = adapter.resolve_layer(layer).module
+    module = adapter.resolve_layer(layer).name
     shared: bool | None = None
     for s in range(n):
         image = x[s : s + 1]

@@ -7,42 +7,39 @@ attribute is written (in-place ReLUs are made out-of-place by :meth:`ModelAdapte
   rule of that layer sees the affine map W' = diag(a) W, b' = a(b − μ) + β (zennit's ``MergeBatchNorm`` does
   the same by overwriting the parameters for the duration; here the folded map is formed from the parameters
   at forward time, which also works inside ``functional_call``).
-- :class:`FunctionalRules` is a ``TorchFunctionMode`` that applies rules to operations that are not modules:
+- :class:`FunctionalRules` applies rules to operations that are not modules (through :mod:`.intercept`):
   the residual ``out += identity`` of torchvision's BasicBlock/Bottleneck (and any add of two branches) goes
-  through the proportional :class:`~.rules.Sum` rule, so relevance is conserved through ResNets; averaging
+  through the proportional :class:`~.rules.Sum` rule, so relevance is conserved through ResNets; an added
+  constant (a ViT's position embedding) is treated as a bias and keeps its share; averaging
   (``F.avg_pool2d``/``adaptive_avg_pool2d``, also inside the pooling modules, ``x.mean``, ``x.sum``,
   ``F.interpolate``) gets the proportional :class:`~.rules.Norm` rule; ``F.relu`` calls outside an ``nn.ReLU``
-  get the ReLU rule of modified backprop, and in-place ones (``F.relu(x, inplace=True)`` in DenseNet) are made
-  out-of-place when their result is assigned; a product of two activations (gating, attention), for which no
+  get the ReLU rule of modified backprop; a product of two activations (gating, attention), for which no
   rule is defined, raises UnsupportedModelError naming the module. This is zennit's ResNet canonizer (which
   swaps the block's ``forward`` for one that calls a ``Sum`` module) without rewriting any block, so it covers
-  any architecture that adds branches with ``+``/``+=``.
+  any architecture that adds branches with ``+``/``+=``. It is built on :mod:`.intercept`, the package's one
+  mechanism for operations that are not modules, which also handles in-place calls (DenseNet's
+  ``F.relu(x, inplace=True)``, ResNet's ``out += identity``).
 """
 
 from __future__ import annotations
 
-import dis
-import os
-import sys
-from collections.abc import Iterator
+import contextlib
+from collections.abc import Iterable
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.overrides import TorchFunctionMode
 
 from ..errors import UnsupportedModelError
+from .intercept import ModuleStack, OpCall, OpRules, tensors
 from .rules import Affine, Ledger, LinearRule, Norm, ReLURule, Rule, Sum
-
-_TORCH_DIR = os.path.dirname(torch.__file__) + os.sep
-_THIS_FILE = __file__
+from .transformer_rules import TransformerRules
 
 _RELU = {F.relu, torch.relu, Tensor.relu}
 _RELU_INPLACE = {F.relu_, torch.relu_, Tensor.relu_}
 _ADD = {torch.add, Tensor.add, Tensor.add_, Tensor.__add__, Tensor.__radd__, Tensor.__iadd__}
 _SUB = {torch.sub, Tensor.sub, Tensor.sub_, Tensor.__sub__, Tensor.__isub__, torch.subtract, Tensor.subtract}
-_INPLACE = {Tensor.add_, Tensor.sub_, Tensor.__iadd__, Tensor.__isub__}
 _AVERAGE = {
     torch.mean,
     Tensor.mean,
@@ -137,20 +134,28 @@ class _FoldedNorm(Rule):
         return self.fallback.forward_hook(module, inputs, output)
 
 
-class FunctionalRules(TorchFunctionMode):
+class FunctionalRules:
     """Apply rules to tensor operations made outside modules, during one forward (see the module docstring).
+
+    A context manager entered after ``adapter.rules(...)``: it stacks a :class:`~.intercept.ModuleStack` (which
+    module runs) and an :class:`~.intercept.OpRules` mode with the handlers below.
 
     Args:
         model: the model being explained (to name the module where an unsupported operation happens).
         source: the input tensor of this forward (a leaf that requires grad).
         method: the method's name, for error messages.
         relu: the ReLU rule (modified backprop's, or LRP's pass-through) applied to functional ReLU calls made
-            outside ``nn.ReLU`` modules.
+            outside ``nn.ReLU`` modules (those carry the rule as a module hook).
         add: the rule for adds/subtractions of two activations (LRP); with it, products of two activations
             raise UnsupportedModelError.
         average: the rule for averaging operations (LRP): average pooling (module or functional), mean, sum,
             interpolation.
         ledger: where the adds and averages report their relevance.
+        attention: with LRP, the attention rule of :mod:`.transformer_rules` (``'cp'`` or ``'attnlrp'``); its
+            handlers then cover linear maps outside modules, LayerNorm, softmax, matrix and elementwise products
+            and elementwise activations, with ``epsilon`` as their ε.
+        unsupported: ``(functions, reason)``: a call of one of these functions on an activation raises
+            UnsupportedModelError with ``reason`` (modified backprop on GELU/SiLU networks).
     """
 
     def __init__(
@@ -162,119 +167,105 @@ class FunctionalRules(TorchFunctionMode):
         add: Sum | None = None,
         average: Norm | None = None,
         ledger: Ledger | None = None,
+        unsupported: tuple[Iterable[Any], str] | None = None,
+        attention: str | None = None,
+        epsilon: float = 1e-6,
     ) -> None:
-        super().__init__()
         self.model, self.source, self.method = model, source, method
         self.relu, self.add, self.average, self.ledger = relu, add, average, ledger
-        self._names: dict[int, str] | None = None
+        handlers: dict[Any, Any] = dict.fromkeys(_RELU | _RELU_INPLACE, self._relu)
+        if add is not None:
+            handlers.update(dict.fromkeys(_ADD | _SUB, self._sum))
+            handlers.update(dict.fromkeys(_PRODUCT, self._product))
+        if average is not None:
+            handlers.update(dict.fromkeys(_AVERAGE, self._average))
+        if attention is not None:
+            rules = TransformerRules(epsilon, attention, self._tracked, ledger, method)
+            handlers.update(rules.handlers())
+        self._reason = ""
+        if unsupported is not None:
+            functions, self._reason = unsupported
+            handlers.update(dict.fromkeys(functions, self._unsupported))
+        self._handlers = handlers
+        self._stack: contextlib.ExitStack | None = None
 
-    def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
-        kwargs = kwargs or {}
-        if not torch.is_grad_enabled() or not args:
-            return func(*args, **kwargs)
-        if self.ledger is not None and self.ledger.watching and not _metadata(func):
+    def __enter__(self) -> FunctionalRules:
+        with contextlib.ExitStack() as stack:
+            modules = stack.enter_context(ModuleStack(self.model))
+            observe = self._observe if self.ledger is not None else None
+            stack.enter_context(OpRules(self._handlers, stack=modules, observe=observe))
+            self._stack = stack.pop_all()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        stack, self._stack = self._stack, None
+        if stack is not None:
+            stack.__exit__(*exc)
+
+    def _observe(self, func: Any, args: tuple, kwargs: dict) -> None:
+        if self.ledger.watching:
             relu = func in _RELU or func in _RELU_INPLACE
-            for tensor in _tensors(args, kwargs):
+            for tensor in tensors(args, kwargs):
                 self.ledger.use(tensor, relu)
-        if func in _RELU or func in _RELU_INPLACE:
-            x = args[0]
-            if self._tracked(x) and (self.relu is None or self.relu.depth == 0):
-                inplace = func in _RELU_INPLACE or kwargs.get("inplace") is True or args[1:2] == (True,)
-                if self.relu is not None or (inplace and _augmented_or_assigned()):
-                    return self._relu(x, inplace)
-        elif self.add is not None:
-            if func in _ADD or func in _SUB:
-                tensors = args[:2]
-                if len(tensors) == 2 and self._tracked(tensors[0]) and self._tracked(tensors[1]):
-                    return self._sum(func, *tensors, kwargs.get("alpha", 1))
-            elif func in _AVERAGE and self.average is not None and self._tracked(args[0]):
-                module, name = self._enclosing()
-                label = (
-                    name if isinstance(module, AVERAGE_MODULES) else f"{name or 'model'} ({func.__name__})"
-                )
-                return self.average.bind(label, self.ledger).apply(func, *args, **kwargs)
-            elif func in _PRODUCT:
-                operands = [a for a in (args[1] if func is torch.einsum else args) if isinstance(a, Tensor)]
-                if sum(self._tracked(a) for a in operands) >= 2:
-                    raise UnsupportedModelError(
-                        f"{self.method} cannot handle {self._where()}: it multiplies two activations "
-                        f"({getattr(func, '__name__', func)}), e.g. gating or attention, "
-                        "for which no LRP rule is defined"
-                    )
-        return func(*args, **kwargs)
 
     def _tracked(self, t: Any) -> bool:
         return isinstance(t, Tensor) and t.requires_grad and (t.grad_fn is not None or t is self.source)
 
-    def _relu(self, x: Tensor, inplace: bool) -> Tensor:
-        """An out-of-place ReLU (with the ReLU rule, if any): layer outputs carrying a rule must not be
-        overwritten. An in-place ReLU whose result the program does not keep cannot be replaced."""
-        if inplace and not _augmented_or_assigned():
-            raise UnsupportedModelError(
-                f"{self.method} cannot handle {self._where()}: an in-place ReLU whose result is not "
-                "assigned; use nn.ReLU or x = F.relu(x)"
-            )
+    def _relu(self, call: OpCall) -> Any:
+        """An out-of-place ReLU with the ReLU rule; the ``F.relu`` inside an ``nn.ReLU`` is the module's."""
+        x = call.args[0]
+        if not self._tracked(x) or isinstance(call.module, nn.ReLU):
+            return NotImplemented
         out = torch.relu(x)
-        return out if self.relu is None else self.relu.apply(x, out)
+        return call.finish(out if self.relu is None else self.relu.apply(x, out))
 
-    def _sum(self, func: Any, a: Tensor, b: Tensor, alpha: float) -> Tensor:
-        if func in _INPLACE and not _augmented_or_assigned():
-            raise UnsupportedModelError(
-                f"{self.method} cannot handle {self._where()}: it merges two branches with an in-place "
-                f"{func.__name__} statement; write out = out + identity or out += identity"
-            )
-        if func in _SUB:
+    def _sum(self, call: OpCall) -> Any:
+        a, b = (*call.args, None, None)[:2]
+        alpha = call.kwargs.get("alpha", 1)
+        if call.func in _SUB:
             alpha = -alpha
-        if func is Tensor.__radd__:
-            a, b = b, a
-        name = self._enclosing()[1]
-        rule = self.add.bind(f"{name or 'model'} (+)", self.ledger)
-        return rule.apply(a, b, alpha)
+        if self._tracked(a) and self._tracked(b):
+            if call.func is Tensor.__radd__:
+                a, b = b, a
+            rule = self.add.bind(f"{call.name or 'model'} (+)", self.ledger)
+            return call.finish(rule.apply(a, b, alpha))
+        if self._tracked(a) and isinstance(b, (Tensor, int, float)) and self.average is not None:
+            # an activation plus a constant (a position embedding, a shift): the constant is a bias and keeps
+            # its share, R_a = a ⊙ R / (a + c), as the bias of an affine layer does
+            constant = b.detach() if isinstance(b, Tensor) else b
+            rule = self.average.bind(f"{call.name or 'model'} (+ constant)", self.ledger)
+            return call.finish(rule.apply(lambda t: t + alpha * constant, a))
+        return NotImplemented
 
-    def _enclosing(self) -> tuple[nn.Module | None, str | None]:
-        """The innermost module of the model whose forward is running (from the Python call stack)."""
-        if self._names is None:
-            self._names = {id(m): n for n, m in self.model.named_modules()}
-        frame = sys._getframe(1)
-        while frame is not None:
-            owner = frame.f_locals.get("self")
-            if isinstance(owner, nn.Module) and id(owner) in self._names:
-                return owner, self._names[id(owner)]
-            frame = frame.f_back
-        return None, None
+    def _average(self, call: OpCall) -> Any:
+        if not self._tracked(call.args[0]):
+            return NotImplemented
+        name = call.name
+        if isinstance(call.module, AVERAGE_MODULES):
+            label = name
+        else:
+            label = f"{name or 'model'} ({call.func.__name__})"
+        rule = self.average.bind(label, self.ledger)
+        return call.finish(rule.apply(call.func, *call.args, **call.kwargs))
 
-    def _where(self) -> str:
-        module, name = self._enclosing()
-        if module is None:
-            return "an operation in the model's forward"
-        return f"the module {type(module).__name__} ({repr(name) if name else 'the model itself'})"
+    def _product(self, call: OpCall) -> Any:
+        args = call.args[1] if call.func is torch.einsum else call.args
+        operands = [a for a in args if isinstance(a, Tensor)]
+        if sum(self._tracked(a) for a in operands) >= 2:
+            raise UnsupportedModelError(
+                f"{self.method} cannot handle {call.where()}: it multiplies two activations "
+                f"({getattr(call.func, '__name__', call.func)}), e.g. gating or attention, "
+                "for which no LRP rule is defined"
+            )
+        return NotImplemented
 
-
-_METADATA = {
-    Tensor.dim,
-    Tensor.size,
-    Tensor.numel,
-    Tensor.stride,
-    Tensor.detach,
-    Tensor.is_contiguous,
-    Tensor.is_floating_point,
-    Tensor.data_ptr,
-    Tensor.element_size,
-}
-
-
-def _metadata(func: Any) -> bool:
-    """Operations that only read a tensor's metadata, or cut it from the graph: no relevance flows there."""
-    return func in _METADATA or getattr(func, "__name__", "") == "__get__"
-
-
-def _tensors(args: tuple, kwargs: dict) -> Iterator[Tensor]:
-    """Every tensor among the arguments of an operation, also inside lists and tuples (``torch.cat``)."""
-    for value in (*args, *kwargs.values()):
-        if isinstance(value, Tensor):
-            yield value
-        elif isinstance(value, (list, tuple)):
-            yield from _tensors(tuple(value), {})
+    def _unsupported(self, call: OpCall) -> Any:
+        if not call.args or not self._tracked(call.args[0]):
+            return NotImplemented
+        raise UnsupportedModelError(
+            f"{self.method} cannot handle {call.where()}: it applies "
+            f"{getattr(call.func, '__name__', call.func)}; {self._reason}"
+        )
 
 
 def inplace_error(method: str, error: RuntimeError) -> UnsupportedModelError | None:
@@ -285,38 +276,4 @@ def inplace_error(method: str, error: RuntimeError) -> UnsupportedModelError | N
     return UnsupportedModelError(
         f"{method}: the model modifies a layer output in place after a rule was applied to it; rewrite that "
         f"operation out of place ({text.splitlines()[0]})"
-    )
-
-
-def _augmented_or_assigned() -> bool:
-    """True when the in-place tensor op being intercepted is ``a += b`` or its result is stored (``x =
-    f(x)``).
-
-    Then returning a new tensor instead of modifying ``a`` keeps the program's meaning, and the rule can own
-    the backward. The calling frame is the first one outside torch and this module.
-    """
-    frame = sys._getframe(2)
-    while frame is not None and (
-        frame.f_code.co_filename.startswith(_TORCH_DIR) or frame.f_code.co_filename == _THIS_FILE
-    ):
-        frame = frame.f_back
-    if frame is None:
-        return False
-    code = frame.f_code.co_code
-    offset = frame.f_lasti
-    op = dis.opname[code[offset]]
-    if op in ("BINARY_OP", "INPLACE_ADD", "INPLACE_SUBTRACT"):
-        return True
-    # a call whose result is stored or returned: skip the call's trailing CACHE entries
-    offset += 2
-    while offset < len(code) and dis.opname[code[offset]] in ("CACHE", "EXTENDED_ARG"):
-        offset += 2
-    return offset < len(code) and dis.opname[code[offset]] in (
-        "STORE_FAST",
-        "STORE_NAME",
-        "STORE_DEREF",
-        "STORE_GLOBAL",
-        "STORE_ATTR",
-        "RETURN_VALUE",
-        "STORE_SUBSCR",
     )

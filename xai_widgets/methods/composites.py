@@ -17,6 +17,9 @@ other elementwise activations           :class:`.rules.Pass` (relevance unchange
 Dropout, Identity, Flatten, zero pads   the gradient (identities in eval mode)
 average pooling, mean, sum, upsampling  :class:`.rules.Norm` (proportional to each input)
 residual add (functional ``+``)         :class:`.rules.Sum` (proportional to each branch)
+LayerNorm, attention, softmax,          :mod:`.transformer_rules` on their functional calls: σ constant, CP-LRP
+products, ``F.linear``, GELU/SiLU        (``attention='attnlrp'``: AttnLRP), gates signal-take-all, ε on linear
+StochasticDepth, DropPath, Permute      the gradient (identities in eval mode)
 anything else that runs                 UnsupportedModelError naming the module type
 ======================================  ==============================================================
 """
@@ -29,6 +32,7 @@ from torch import nn
 
 from .canonizers import AVERAGE_MODULES, MergeBatchNorm
 from .rules import (
+    GUARD,
     AlphaBeta,
     Epsilon,
     Gamma,
@@ -44,6 +48,7 @@ from .rules import (
     ZBox,
     ZPlus,
 )
+from .transformer_rules import identity_module
 
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _BATCHNORM = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
@@ -97,15 +102,18 @@ _STANDARD_FORWARD = {cls.forward for cls in (nn.Linear, *_CONV)}
 class LRPComposite:
     """An LRP composite: rules for the first layer, the other convolutions and the dense layers.
 
-    ``first`` None means the first layer gets ``conv`` (or ``dense``) like the others.
+    ``first`` None means the first layer gets ``conv`` (or ``dense``) like the others. ``epsilon`` is the
+    absolute ε of a lone BatchNorm's ε rule; ``stabilizer`` the relative zero-division guard of the residual
+    and averaging splits (:func:`.rules.divide`).
     """
 
     conv: LinearRule
     dense: LinearRule
     first: LinearRule | None = None
     epsilon: float = 1e-6
-    stabilizer: float = 1e-6
+    stabilizer: float = GUARD
     name: str = "lrp"
+    attention: str = "cp"
     sum: Sum = field(init=False)
     average: Norm = field(init=False)
     relu: PassReLU = field(init=False)
@@ -137,15 +145,15 @@ class LRPComposite:
     def _other(self, module: nn.Module) -> Rule | None:
         if isinstance(module, (nn.Linear, *_CONV)):
             return Unsupported(self.name, f"a {type(module).__name__} subclass with its own forward")
-        if isinstance(module, _GRADIENT) or isinstance(module, _CONTAINERS):
+        if isinstance(module, _GRADIENT) or isinstance(module, _CONTAINERS) or identity_module(module):
             return None
         if isinstance(module, _ELEMENTWISE):
             return Pass()
         if len(module._modules) > 0:
             return None
-        if isinstance(
-            module, (nn.GroupNorm, nn.LayerNorm, nn.LocalResponseNorm, nn.modules.instancenorm._InstanceNorm)
-        ):
+        if isinstance(module, (nn.LayerNorm, nn.Softmax)):
+            return None  # their functional call gets the transformer rule (LayerNorm: σ constant)
+        if isinstance(module, (nn.GroupNorm, nn.LocalResponseNorm, nn.modules.instancenorm._InstanceNorm)):
             return Unsupported(
                 self.name, "it normalises by statistics of its own input, for which no LRP rule is defined"
             )
@@ -169,7 +177,7 @@ def epsilon_gamma_box(
     epsilon: float = 1e-6,
     gamma: float = 0.25,
     middle: str = "alpha1beta0",
-    stabilizer: float = 1e-6,
+    stabilizer: float = GUARD,
 ) -> LRPComposite:
     """The recommended LRP composite: zᴮ on the first layer, α1β0 (Kohlbrenner et al. 2020) or, with
     ``middle='gamma'``, γ (Montavon et al. 2019; zennit's ``EpsilonGammaBox``) on the other convolutions, ε on
@@ -185,7 +193,7 @@ def epsilon_gamma_box(
     )
 
 
-def deep_taylor(first: LinearRule, stabilizer: float = 1e-6) -> LRPComposite:
+def deep_taylor(first: LinearRule, stabilizer: float = GUARD) -> LRPComposite:
     """Deep Taylor decomposition (Montavon et al. 2017): z⁺ on every layer, zᴮ or w² on the first."""
     rule = ZPlus(stabilizer)
     return LRPComposite(conv=rule, dense=rule, first=first, stabilizer=stabilizer, name="dtd")

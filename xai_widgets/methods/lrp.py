@@ -16,9 +16,14 @@ Method → rules (see :mod:`.rules` for the equations):
   Montavon et al. 2019) on the other convolutions, ε on the dense layers: the LRP to use by default.
 - ``dtd``: z⁺ everywhere with zᴮ (or w²) on the first layer.
 
-The zᴮ bounds are the images of the pixel range [0, 1] under the adapter's mean/std normalisation, or the
-batch's per-channel minimum/maximum when the adapter has none; they assume the first layer sees the model
-input.
+The zᴮ bounds are the images of the pixel range [0, 1] under the adapter's mean/std normalisation, or each
+image's own per-channel minimum/maximum when the adapter has none (never the batch's: a map must not depend
+on the other images of its batch); they assume the first layer sees the model input.
+
+``epsilon`` is LRP-ε's absolute ε, as zennit defines it; every other division (z⁺, αβ, γ, zᴮ, w², the
+residual and averaging splits) is only guarded against zero denominators, per sample and relative to that
+layer's scale (:func:`.rules.divide`), so models with small activations keep their relevance and
+``epsilon=0`` is LRP-0.
 """
 
 from __future__ import annotations
@@ -53,6 +58,8 @@ def attribute(
         add=composite.sum,
         average=composite.average,
         ledger=ledger,
+        attention=composite.attention,
+        epsilon=composite.epsilon,
     )
     try:
         try:
@@ -97,7 +104,7 @@ def _positive(name: str, value: Any) -> float:
 
 def box_bounds(adapter: ModelAdapter, x: Tensor, low: Any = None, high: Any = None) -> tuple[Any, Any]:
     """zᴮ bounds in model-input space: given ones, else [0, 1] through the adapter's mean/std, else None
-    (the rule then takes the batch's per-channel min/max)."""
+    (the rule then takes each image's own per-channel min/max)."""
     if low is not None or high is not None or adapter.mean is None:
         return low, high
     shape = (1, -1, *([1] * (x.ndim - 2)))
@@ -107,10 +114,16 @@ def box_bounds(adapter: ModelAdapter, x: Tensor, low: Any = None, high: Any = No
 
 
 @register_method("lrp_epsilon", family="lrp", cost="cheap")
-def lrp_epsilon(adapter: ModelAdapter, x: Tensor, target: Any, epsilon: float = 1e-6) -> Explanation:
-    """LRP-ε on every layer: R_in = x ⊙ Wᵀ(R / (z + ε sign z)); conserves the logit when biases are zero."""
+def lrp_epsilon(
+    adapter: ModelAdapter, x: Tensor, target: Any, epsilon: float = 1e-6, attention: str = "cp"
+) -> Explanation:
+    """LRP-ε on every layer: R_in = x ⊙ Wᵀ(R / (z + ε sign z)); conserves the logit when biases are zero.
+    ε is absolute (zennit's); ``epsilon=0`` is LRP-0, equal to gradient × input on ReLU networks.
+    ``attention``: 'cp' (attention weights constant) or 'attnlrp' (see :mod:`.transformer_rules`)."""
     epsilon = _positive("epsilon", epsilon)
-    return attribute(adapter, x, target, composites.epsilon(epsilon), {"epsilon": epsilon})
+    composite = composites.epsilon(epsilon)
+    composite.attention = attention
+    return attribute(adapter, x, target, composite, {"epsilon": epsilon, "attention": attention})
 
 
 @register_method("lrp_gamma", family="lrp", cost="moderate")
@@ -148,9 +161,11 @@ def lrp_composite(
     middle: str = "alpha1beta0",
     low: float | Tensor | None = None,
     high: float | Tensor | None = None,
+    attention: str = "cp",
 ) -> Explanation:
     """The recommended LRP composite: zᴮ on the first layer, α1β0 on the other convolutions, ε on the dense
-    layers (Kohlbrenner et al. 2020). ``middle='gamma'`` puts LRP-γ there instead (Montavon et al. 2019;
+    layers (Kohlbrenner et al. 2020); on transformers ε on the linear layers, LayerNorm with σ constant, identity
+    on GELU and the ``attention`` rule ('cp' or 'attnlrp', :mod:`.transformer_rules`). ``middle='gamma'`` puts LRP-γ there instead (Montavon et al. 2019;
     zennit's EpsilonGammaBox). α1β0 is the default because on residual networks γ needs a second transposed
     convolution wherever relevance reaches a negative pre-activation (resnet18, CPU: 1.8× against 2.1× the
     forward+backward floor) and the two gave equally class- and randomization-sensitive maps on the shipped
@@ -160,7 +175,9 @@ def lrp_composite(
     epsilon, gamma = _positive("epsilon", epsilon), _positive("gamma", gamma)
     lo, hi = box_bounds(adapter, x, low, high)
     composite = composites.epsilon_gamma_box(lo, hi, epsilon=epsilon, gamma=gamma, middle=middle)
+    composite.attention = attention
     options = {"epsilon": epsilon, "gamma": gamma, "middle": middle, "low": low, "high": high}
+    options["attention"] = attention
     return attribute(adapter, x, target, composite, options)
 
 

@@ -8,7 +8,10 @@
 
 Each is one forward and one ``torch.autograd.grad``. The rule sits on every ``nn.ReLU`` module (in-place ones
 are made out-of-place for the call) and on functional ``F.relu`` calls made outside one, which Captum misses;
-all other layers keep their gradient, as in Captum.
+linear layers, pooling and normalisation keep their gradient, as in Captum. The rules are defined for ReLU:
+a model that uses another activation (GELU, SiLU, Hardswish, LeakyReLU, ELU, …, as a module or a functional
+call) raises UnsupportedModelError naming it, instead of returning what would silently be the plain gradient
+there.
 """
 
 from __future__ import annotations
@@ -16,7 +19,8 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch import Tensor
+import torch.nn.functional as F
+from torch import Tensor, nn
 
 from ..explain import explain
 from ..explanation import Explanation
@@ -24,7 +28,43 @@ from ..model import ModelAdapter
 from ..registry import register_method
 from .canonizers import FunctionalRules, inplace_error
 from .composites import relu_rules
-from .rules import DeconvReLU, GuidedReLU, RectifiedReLU, ReLURule
+from .rules import DeconvReLU, GuidedReLU, RectifiedReLU, ReLURule, Unsupported
+
+# activations the ReLU rules are not defined for: modules, and their functional forms
+_OTHER_ACTIVATIONS = (
+    nn.GELU,
+    nn.SiLU,
+    nn.Hardswish,
+    nn.Mish,
+    nn.LeakyReLU,
+    nn.PReLU,
+    nn.RReLU,
+    nn.ELU,
+    nn.SELU,
+    nn.CELU,
+    nn.Softplus,
+    nn.ReLU6,
+    nn.Hardtanh,
+)
+_OTHER_FUNCTIONS = (
+    F.gelu,
+    F.silu,
+    F.hardswish,
+    F.mish,
+    F.leaky_relu,
+    F.leaky_relu_,
+    F.prelu,
+    F.rrelu,
+    F.elu,
+    F.elu_,
+    F.selu,
+    F.celu,
+    F.softplus,
+    F.relu6,
+    F.hardtanh,
+    F.hardtanh_,
+)
+_REASON = "the rule is defined for ReLU networks; use a gradient method or LRP for this model"
 
 
 def modified_gradient(
@@ -33,9 +73,13 @@ def modified_gradient(
     """The gradient of the target score w.r.t. the input with ``rule`` at every ReLU: one forward, one
     backward."""
     source = x.detach().clone().requires_grad_(True)
-    mode = FunctionalRules(adapter.model, source, method, relu=rule)
+    mode = FunctionalRules(adapter.model, source, method, relu=rule, unsupported=(_OTHER_FUNCTIONS, _REASON))
+    assignment = relu_rules(adapter.model, rule)
+    for name, module in adapter.model.named_modules():
+        if isinstance(module, _OTHER_ACTIVATIONS):
+            assignment[module] = Unsupported(method, _REASON).bind(name, None)
     try:
-        with adapter.evaluating(), adapter.rules(relu_rules(adapter.model, rule)), mode:
+        with adapter.evaluating(), adapter.rules(assignment), mode:
             logits = adapter.forward(source)
         score = adapter.score(logits, target)
         (grad,) = torch.autograd.grad(score.sum(), source)
@@ -73,7 +117,7 @@ def rectgrad(adapter: ModelAdapter, x: Tensor, target: Any, q: float = 98.0) -> 
     return modified_gradient(adapter, x, target, RectifiedReLU(q), "rectgrad", {"q": q})
 
 
-@register_method("guided_gradcam", family="cam", needs_layer=True, cost="moderate")
+@register_method("guided_gradcam", family="cam", needs_layer=True, cost="moderate", every_layer=False)
 def guided_gradcam(adapter: ModelAdapter, x: Tensor, target: Any, layer: str) -> Explanation:
     """Guided Grad-CAM (Selvaraju et al. 2017): Guided Backprop × the Grad-CAM map of ``layer``, upsampled
     bilinearly to the input. The product is kept unnormalised (Grad-CAM is ≥ 0, so signs are Guided

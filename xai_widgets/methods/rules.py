@@ -35,9 +35,33 @@ from ..errors import MethodError, UnsupportedModelError
 Bound = float | Tensor | None
 
 
+GUARD = 1e-6
+
+
 def stabilize(z: Tensor, epsilon: float) -> Tensor:
-    """z + ε·sign(z) with sign(0) = +1: the denominator of every LRP rule (zennit's convention)."""
+    """z + ε·sign(z) with sign(0) = +1: the denominator of the LRP-ε rule (zennit's convention; ε absolute)."""
     return z.abs().add_(epsilon).copysign_(z)
+
+
+def divide(r: Tensor, d: Tensor, guard: float = GUARD) -> Tensor:
+    """r / d with d kept away from zero, per sample and relative to its own scale: every |d| is raised to at
+    least ``guard`` × the RMS of that sample's denominators, its sign kept (sign(0) = +1), and a sample whose
+    denominators are all zero gets 0 (0/0 = 0).
+
+    This only guards the division; unlike an absolute floor (the 1e-6 zennit adds) it never dominates the
+    denominators of a model with small activations (random-weight GoogLeNet: |z| ≈ 1e-15), so LRP-0 stays
+    gradient × input and conservation holds at any scale. It is zennit's ``Stabilizer(guard, clip=True,
+    norm_scale=True)`` with 0/0 defined.
+    """
+    n = d.shape[0]
+    size = d[0].numel()
+    if size == 0:
+        return r / d
+    wide = torch.float32 if d.dtype in (torch.float16, torch.bfloat16) else None
+    rms = torch.linalg.vector_norm(d.detach().reshape(n, -1), dim=1, dtype=wide)
+    floor = torch.where(rms > 0, rms * (guard / size**0.5), float("inf")).to(d.dtype)
+    out = torch.maximum(d.abs(), floor.view(n, *([1] * (d.ndim - 1)))).copysign_(d)
+    return torch.div(r, out, out=out) if r.shape == out.shape and r.dtype == out.dtype else r / out
 
 
 class Ledger:
@@ -129,17 +153,11 @@ class _ReLUBackward(torch.autograd.Function):
 class ReLURule(Rule, ABC):
     """Base of the modified-backprop ReLU rules: the forward is ReLU, the backward is :meth:`backward`.
 
-    ``depth`` counts the ReLU modules being executed, so the functional-ReLU canonizer does not apply the rule
-    a second time to the ``F.relu`` call inside ``nn.ReLU.forward``.
+    On ``nn.ReLU`` modules it is a forward hook; functional calls get it from
+    :class:`~.canonizers.FunctionalRules`, which leaves the ``F.relu`` inside an ``nn.ReLU`` to the module's hook.
     """
 
-    depth = 0
-
-    def forward_pre_hook(self, module: nn.Module, inputs: tuple) -> None:
-        self.depth += 1
-
     def forward_hook(self, module: nn.Module, inputs: tuple, output: Tensor) -> Tensor:
-        self.depth -= 1
         return self.apply(inputs[0], output)
 
     def apply(self, x: Tensor, a: Tensor) -> Tensor:
@@ -486,14 +504,20 @@ class LinearRule(Rule, ABC):
 class Epsilon(LinearRule):
     """LRP-ε (Bach et al. 2015): R_in = x ⊙ Wᵀ (R_out / (z + ε·sign z)), z the forward output (bias included).
 
-    ε = 0 is LRP-0. Cost: one transposed convolution, the forward's z reused.
+    ε is absolute, as in zennit (so |denominator| ≥ ε). ε = 0 is LRP-0 (gradient × input on ReLU networks),
+    whose zero denominators :func:`divide` guards. Cost: one transposed convolution, the forward's z reused.
     """
 
     epsilon: float = 1e-6
+    stabilizer: float = GUARD
 
     def relevance(self, layer: Affine, x: Tensor, z: Tensor, r: Tensor) -> Tensor:
-        s = stabilize(z, self.epsilon)
-        return layer.transpose(torch.div(r, s, out=s), layer.weight, x).mul_(x)
+        if self.epsilon > 0:
+            s = stabilize(z, self.epsilon)
+            s = torch.div(r, s, out=s)
+        else:
+            s = divide(r, z, self.stabilizer)
+        return layer.transpose(s, layer.weight, x).mul_(x)
 
 
 @dataclass
@@ -509,7 +533,7 @@ class AlphaBeta(LinearRule):
 
     alpha: float = 1.0
     beta: float = 0.0
-    stabilizer: float = 1e-6
+    stabilizer: float = GUARD
 
     def __post_init__(self) -> None:
         if self.alpha < 0 or self.beta < 0 or abs(self.alpha - self.beta - 1.0) > 1e-12:
@@ -524,10 +548,9 @@ class AlphaBeta(LinearRule):
             if bp is not None:
                 plus += layer.bias_as(z, bp)
             if self.beta == 0:
-                plus.add_(eps)
-                return layer.transpose(torch.div(r, plus, out=plus), layer.positive(), x).mul_(x)
-            sp = r / (plus + eps)
-            sn = r / stabilize(z - plus, eps)  # z⁻ = W⁻x + b⁻ = z − z⁺ from the forward
+                return layer.transpose(divide(r, plus, eps), layer.positive(), x).mul_(x)
+            sp = divide(r, plus, eps)
+            sn = divide(r, z - plus, eps)  # z⁻ = W⁻x + b⁻ = z − z⁺ from the forward
             # α W⁺ᵀ sp − β W⁻ᵀ sn with W⁻ = W − W⁺
             return x * (
                 layer.transpose(self.alpha * sp + self.beta * sn, layer.positive(), x)
@@ -535,11 +558,11 @@ class AlphaBeta(LinearRule):
             )
         wp, wn = layer.positive(), layer.negative()
         xp, xn = x.clamp(min=0), x.clamp(max=0)
-        sp = r / stabilize(layer.linear_pair(xp, wp, xn, wn) + layer.bias_as(z, bp), eps)
+        sp = divide(r, layer.linear_pair(xp, wp, xn, wn) + layer.bias_as(z, bp), eps)
         tp, tn = layer.transpose_pair(sp, wp, wn, x)
         out = self.alpha * (xp * tp + xn * tn)
         if self.beta != 0:
-            sn = r / stabilize(layer.linear_pair(xp, wn, xn, wp) + layer.bias_as(z, bn), eps)
+            sn = divide(r, layer.linear_pair(xp, wn, xn, wp) + layer.bias_as(z, bn), eps)
             tp, tn = layer.transpose_pair(sn, wp, wn, x)
             out = out - self.beta * (xp * tn + xn * tp)
         return out
@@ -551,7 +574,7 @@ class ZPlus(AlphaBeta):
     For b ≤ 0 and x ≥ 0 this is deep Taylor's z⁺ rule, R_i = Σ_j x_i w⁺_ij / Σ_i' x_i' w⁺_i'j · R_j.
     """
 
-    def __init__(self, stabilizer: float = 1e-6) -> None:
+    def __init__(self, stabilizer: float = GUARD) -> None:
         super().__init__(alpha=1.0, beta=0.0, stabilizer=stabilizer)
 
 
@@ -570,7 +593,7 @@ class Gamma(LinearRule):
     """
 
     gamma: float = 0.25
-    stabilizer: float = 1e-6
+    stabilizer: float = GUARD
 
     def __post_init__(self) -> None:
         if not isinstance(self.gamma, (int, float)) or self.gamma < 0:
@@ -588,12 +611,11 @@ class Gamma(LinearRule):
             positive = z > 0
             if layer.feeds_one_relu or not bool(r.masked_fill(positive, 0.0).any()):
                 # the usual case before a ReLU: relevance only where z > 0, so s_− = 0, and there z_+ > 0
-                z_pos = torch.add(z, p, alpha=g).clamp_(min=0).add_(eps)
-                return layer.transpose(torch.div(r, z_pos, out=z_pos), layer.mixed(g), x).mul_(x)
+                z_pos = torch.add(z, p, alpha=g).clamp_(min=0)
+                return layer.transpose(divide(r, z_pos, eps), layer.mixed(g), x).mul_(x)
             # z_± = z + γ(W'^±x + b'^±) on each side, with W'⁻x + b'⁻ = z − p from the forward; s = s_+ + s_−
             # (disjoint; both 0 where r = 0, which every rule above gives where z = 0) and v = s_+ − s_−
-            s = stabilize(torch.add(z, torch.where(positive, p, z - p), alpha=g), eps)
-            torch.div(r, s, out=s)
+            s = divide(r, torch.add(z, torch.where(positive, p, z - p), alpha=g), eps)
             v = s * z.sign()
             u = torch.add(s, v, alpha=-g / (2 + g)).mul_(1 + g / 2)  # s_+ + (1 + γ) s_−
             return layer.transpose_sum(u, v, g, x).mul_(x)
@@ -603,8 +625,8 @@ class Gamma(LinearRule):
         base = layer.bias_as(z)
         z_pos = layer.linear_pair(xp, w_up, xn, w_down) + base + g * bp
         z_neg = layer.linear_pair(xp, w_down, xn, w_up) + base + g * bn
-        s_pos = torch.where(z > 0, r / stabilize(z_pos, eps), 0.0)
-        s_neg = torch.where(z < 0, r / stabilize(z_neg, eps), 0.0)
+        s_pos = torch.where(z > 0, divide(r, z_pos, eps), 0.0)
+        s_neg = torch.where(z < 0, divide(r, z_neg, eps), 0.0)
         up_pos, down_pos = layer.transpose_pair(s_pos, w_up, w_down, x)
         up_neg, down_neg = layer.transpose_pair(s_neg, w_up, w_down, x)
         return xp * (up_pos + down_neg) + xn * (down_pos + up_neg)
@@ -616,13 +638,14 @@ class ZBox(LinearRule):
 
     z = Wx − W⁺l − W⁻h (the biases cancel),  R_in = x ⊙ Wᵀs − l ⊙ W⁺ᵀs − h ⊙ W⁻ᵀs,  s = R / z.
 
-    ``low``/``high`` are numbers or tensors broadcastable to the input (per channel: 1×C×1×1); None takes the
-    batch's per-channel minimum/maximum. The bounds are widened to contain the input.
+    ``low``/``high`` are numbers or tensors broadcastable to the input (per channel: 1×C×1×1); None takes each
+    sample's own per-channel minimum/maximum (over all its values for an N×D input), so a map does not depend
+    on the other images of its batch. The bounds are widened to contain the input.
     """
 
     low: Bound = None
     high: Bound = None
-    stabilizer: float = 1e-6
+    stabilizer: float = GUARD
 
     def relevance(self, layer: Affine, x: Tensor, z: Tensor, r: Tensor) -> Tensor:
         low = _bound(self.low, x, torch.amin).minimum(x)
@@ -630,14 +653,14 @@ class ZBox(LinearRule):
         weight, positive = layer.weight, layer.positive()
         # Wx − W⁺l − W⁻h = Wx − Wh + W⁺(h − l);  R_in = (x − h) ⊙ Wᵀs + (h − l) ⊙ W⁺ᵀs
         denominator = (z - layer.bias_as(z)) + layer.linear_pair(-high, weight, high - low, positive)
-        s = r / stabilize(denominator, self.stabilizer)
+        s = divide(r, denominator, self.stabilizer)
         own, pos = layer.transpose_pair(s, weight, positive, x)
         return (x - high) * own + (high - low) * pos
 
 
 def _bound(value: Bound, x: Tensor, reduce: Callable) -> Tensor:
     if value is None:
-        dims = [d for d in range(x.ndim) if d != 1]
+        dims = list(range(2, x.ndim)) if x.ndim > 2 else [1]
         return reduce(x, dim=dims, keepdim=True).expand_as(x)
     return torch.as_tensor(value, dtype=x.dtype, device=x.device).expand_as(x)
 
@@ -651,12 +674,12 @@ class WSquare(LinearRule):
     conserves relevance (zennit also squares the bias into the denominator).
     """
 
-    stabilizer: float = 1e-6
+    stabilizer: float = GUARD
 
     def relevance(self, layer: Affine, x: Tensor, z: Tensor, r: Tensor) -> Tensor:
         square = layer.weight**2
         denominator = layer.linear(torch.ones_like(x), square)
-        return layer.transpose(r / stabilize(denominator, self.stabilizer), square, x)
+        return layer.transpose(divide(r, denominator, self.stabilizer), square, x)
 
 
 # --------------------------------------------------------------------------- parameter-free module rules
@@ -707,7 +730,7 @@ class _OverOutput(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, relevance: Tensor) -> tuple[Tensor, None]:
         (z,) = ctx.saved_tensors
-        return relevance / stabilize(z, ctx.epsilon), None
+        return divide(relevance, z, ctx.epsilon), None
 
 
 class Norm(Rule):
@@ -718,7 +741,7 @@ class Norm(Rule):
     the following ReLU's gate would drop it.
     """
 
-    def __init__(self, stabilizer: float = 1e-6) -> None:
+    def __init__(self, stabilizer: float = GUARD) -> None:
         self.stabilizer = stabilizer
 
     def apply(self, op: Callable[..., Tensor], x: Tensor, *args: Any, **kwargs: Any) -> Tensor:
@@ -738,7 +761,7 @@ class _Sum(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, relevance: Tensor) -> tuple[Tensor, Tensor, None, None]:
         a, b, out = ctx.saved_tensors
-        s = relevance / stabilize(out, ctx.rule.stabilizer)
+        s = divide(relevance, out, ctx.rule.stabilizer)
         ra = (a * s).sum_to_size(a.shape)
         rb = (ctx.alpha * b * s).sum_to_size(b.shape)
         ctx.rule._record(ra, rb)
@@ -751,7 +774,7 @@ class Sum(Rule):
     functional add by :class:`~.canonizers.FunctionalRules`, since ``out += identity`` is no module.
     """
 
-    def __init__(self, stabilizer: float = 1e-6) -> None:
+    def __init__(self, stabilizer: float = GUARD) -> None:
         self.stabilizer = stabilizer
 
     def apply(self, a: Tensor, b: Tensor, alpha: float = 1.0) -> Tensor:

@@ -33,7 +33,7 @@ from torch import Tensor, nn
 
 from ..errors import InputError
 from ..explanation import Explanation
-from ..model import ModelAdapter, Target, as_adapter
+from ..model import ModelAdapter, Target, as_adapter, gradients_enabled
 
 #: Methods whose maps are x ⊙ (a gradient-like signal); ``divide_input=None`` divides their maps by x.
 TIMES_INPUT = ("input_x_gradient", "integrated_gradients", "dtd")
@@ -148,6 +148,7 @@ def _prepare(
     return maps, x
 
 
+@gradients_enabled()
 def input_alignment(
     explanation: Explanation | Tensor,
     x: Tensor,

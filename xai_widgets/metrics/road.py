@@ -11,7 +11,10 @@ by their sum where the image border cuts neighbours off:
     (Σ_j w_ij) v_i − Σ_{j removed} w_ij v_j = Σ_{j kept} w_ij u_j      for every removed pixel i,
 
 one sparse linear system over all removed pixels of an image (per channel, shared matrix), the same system
-as the authors' reference code. Then Gaussian noise of standard deviation ``noise`` (0.01, in the model's
+as the authors' reference code. It is solved on the model's device for a whole batch of images and masks at
+once by conjugate gradients preconditioned with a geometric multigrid V-cycle (about ten iterations at any
+image size; the stencil is eight shifted adds), or exactly by scipy's sparse LU (``solver="direct"``, the
+reference the batched solver is tested against: within 1e-4 in float32, 1e-9 in float64). Then Gaussian noise of standard deviation ``noise`` (0.01, in the model's
 normalised input units) is added to the removed pixels only. The noise field of each image is drawn once from
 ``seed`` and shared by every map, percentile and order (common random numbers: layers are compared on the
 same noise, and batching cannot change a result).
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -34,7 +38,7 @@ from scipy.sparse.linalg import spsolve
 from torch import Tensor, nn
 
 from ..errors import InputError, MethodError, TargetError
-from ..model import ModelAdapter, Target, as_adapter
+from ..model import ModelAdapter, Target, as_adapter, gradients_enabled
 
 Progress = Callable[[int, int], None] | None
 
@@ -88,51 +92,103 @@ def _solve_direct(x: Tensor, removed: Tensor) -> Tensor:
     return out.view(b, h, w, c).permute(0, 3, 1, 2).to(x)
 
 
-def _neighbour_kernel(device: torch.device, dtype: torch.dtype) -> Tensor:
-    kernel = torch.zeros(3, 3, device=device, dtype=dtype)
-    for dr, dc, weight in NEIGHBOURS:
-        kernel[1 + dr, 1 + dc] = weight
-    return kernel.view(1, 1, 3, 3)
+def _neighbour_sum(v: Tensor) -> Tensor:
+    """Σ_j w_ij v_j over the in-image 8-neighbours of every pixel (1/6 direct, 1/12 diagonal), zero outside.
 
-
-def _solve_cg(x: Tensor, removed: Tensor, tol: float = 1e-8, max_iter: int | None = None) -> Tensor:
-    """The same system solved on x's device by conjugate gradients, batched over images and channels.
-
-    The matrix is symmetric and positive definite on the removed pixels (each component of removed pixels
-    touches a kept one when p < 100), so CG converges to the direct solution; the 3×3 neighbour sums are one
-    depthwise convolution. It runs in float64 (float32 stalls near 1e-4) until every relative residual is
-    below ``tol``: a few hundred iterations for a 224×224 image with 80% removed.
+    The stencil is separable up to its centre: (1/12)·[1 2 1]ᵀ[1 2 1] − (4/12)·δ, so two 3-tap passes
+    of shifted adds replace a 3×3 convolution (whose single-channel CPU path is slow).
     """
-    b, c, h, w = x.shape
-    values = x.double()
-    kernel = _neighbour_kernel(x.device, torch.float64)
-    r_mask = removed.double().unsqueeze(1)
+    h, w = v.shape[-2:]
+    p = F.pad(v, (1, 1, 1, 1))
+    row = p[..., :, :w] + p[..., :, 2:] + 2 * p[..., :, 1 : w + 1]
+    return (row[..., :h, :] + row[..., 2:, :] + 2 * row[..., 1 : h + 1, :] - 4 * v) / 12
 
-    def neighbours(v: Tensor) -> Tensor:
-        return F.conv2d(v.reshape(b * c, 1, h, w), kernel, padding=1).view(b, c, h, w)
 
-    diagonal = F.conv2d(torch.ones(1, 1, h, w, device=x.device, dtype=torch.float64), kernel, padding=1)
+class _Grid:
+    """One multigrid level: the removed pixels (B×1×H×W, 1.0 where unknown) and the operator on them,
+    A v = removed · (D v − Σ_j w_ij v_j) with D the in-image weight sum (the border renormalisation)."""
 
-    def apply(v: Tensor) -> Tensor:
-        return r_mask * (diagonal * v - neighbours(r_mask * v))
+    def __init__(self, removed: Tensor) -> None:
+        self.removed = removed
+        self.diagonal = _neighbour_sum(torch.ones_like(removed[:1]))
+        self.inverse = removed / self.diagonal
 
-    rhs = r_mask * neighbours((1 - r_mask) * values)
-    solution = torch.zeros_like(values)
-    residual = rhs.clone()
-    direction = residual.clone()
-    norm = (residual * residual).sum((2, 3), keepdim=True)
-    target = tol**2 * (rhs * rhs).sum((2, 3), keepdim=True).clamp_min(1e-300)
-    for _ in range(max_iter or 10 * (h + w)):
-        if bool((norm <= target).all()):
+    def apply(self, v: Tensor) -> Tensor:
+        return self.removed * (self.diagonal * v - _neighbour_sum(v))
+
+    def smooth(self, e: Tensor, r: Tensor) -> Tensor:
+        """One Jacobi sweep on A e = r (the stencil's high frequencies shrink by ≥ 3 per sweep)."""
+        return e + self.inverse * (r - self.apply(e))
+
+
+def _hierarchy(removed: Tensor, coarsest: int = 4) -> list[_Grid]:
+    """Levels halving the side down to ``coarsest`` pixels; a coarse pixel is unknown only when all its
+    fine pixels are, so a coarse correction never moves a kept pixel."""
+    grids = [_Grid(removed)]
+    while min(removed.shape[-2:]) > coarsest:
+        removed = -F.max_pool2d(-removed, 2, ceil_mode=True)
+        grids.append(_Grid(removed))
+    return grids
+
+
+def _v_cycle(grids: list[_Grid], level: int, r: Tensor, sweeps: int = 2, coarse_sweeps: int = 10) -> Tensor:
+    """An approximate solve of A e = r: a symmetric V-cycle (Jacobi smoothing, restriction by 2×2 sums, the
+    transpose of the piecewise-constant prolongation), so it is a valid preconditioner for CG."""
+    grid = grids[level]
+    e = grid.inverse * r
+    if level == len(grids) - 1:
+        for _ in range(coarse_sweeps):
+            e = grid.smooth(e, r)
+        return e
+    for _ in range(sweeps - 1):
+        e = grid.smooth(e, r)
+    residual = r - grid.apply(e)
+    h, w = r.shape[-2:]
+    # the stencil at twice the spacing is a quarter of the fine one: the 2×2 sum is restriction and scaling
+    coarse = grids[level + 1].removed * 4 * F.avg_pool2d(F.pad(residual, (0, w % 2, 0, h % 2)), 2)
+    correction = _v_cycle(grids, level + 1, coarse, sweeps, coarse_sweeps)
+    e = e + grid.removed * correction.repeat_interleave(2, -2).repeat_interleave(2, -1)[..., :h, :w]
+    for _ in range(sweeps):
+        e = grid.smooth(e, r)
+    return e
+
+
+def _solve_cg(x: Tensor, removed: Tensor, tol: float | None = None, max_iter: int = 200) -> Tensor:
+    """The same system on x's device: conjugate gradients preconditioned by a geometric multigrid V-cycle,
+    all images, masks and channels of the batch at once.
+
+    The matrix is symmetric positive definite on the removed pixels (each component of removed pixels
+    touches a kept one when p < 100). With the V-cycle, about 10 iterations reach a relative residual of
+    ``tol`` at any image size (plain CG needs O(side) iterations: hundreds at 224 px). Each image stops on
+    its own residual, so a result does not depend on the other images of its batch. Default ``tol``: 1e-5
+    in float32 (the filled values then lie within 1e-4 of the exact solve, a hundredth of the imputation
+    noise), 1e-11 in float64.
+    """
+    if tol is None:
+        tol = 1e-11 if x.dtype == torch.float64 else 1e-5
+    grids = _hierarchy(removed.to(x.dtype).unsqueeze(1))
+    grid = grids[0]
+    rhs = grid.removed * _neighbour_sum((1 - grid.removed) * x)
+    solution = torch.zeros_like(x)
+    residual = rhs
+    z = _v_cycle(grids, 0, residual)
+    direction = z
+    rz = (residual * z).sum((2, 3), keepdim=True)
+    target = tol**2 * (rhs * rhs).sum((2, 3), keepdim=True)
+    for _ in range(max_iter):
+        active = (residual * residual).sum((2, 3), keepdim=True) > target
+        if not bool(active.any()):
             break
-        product = apply(direction)
-        step = norm / (direction * product).sum((2, 3), keepdim=True).clamp_min(1e-300)
+        product = grid.apply(direction)
+        curvature = (direction * product).sum((2, 3), keepdim=True)
+        step = torch.where(active, rz / curvature.clamp_min(torch.finfo(x.dtype).tiny), 0)
         solution = solution + step * direction
         residual = residual - step * product
-        new_norm = (residual * residual).sum((2, 3), keepdim=True)
-        direction = residual + (new_norm / norm.clamp_min(1e-300)) * direction
-        norm = new_norm
-    return solution.to(x.dtype)
+        z = _v_cycle(grids, 0, residual)
+        rz_new = (residual * z).sum((2, 3), keepdim=True)
+        direction = z + rz_new / rz.clamp_min(torch.finfo(x.dtype).tiny) * direction
+        rz = rz_new
+    return solution
 
 
 def noisy_linear_imputation(
@@ -150,8 +206,9 @@ def noisy_linear_imputation(
         removed: B×H×W bool, True where a pixel is removed (all its channels).
         noise: standard deviation of the Gaussian noise added to the filled pixels (0 for none).
         noise_field: B×C×H×W standard normal draws to use (default: drawn from ``seed`` on the CPU).
-        solver: ``"direct"`` (scipy SuperLU, CPU), ``"cg"`` (conjugate gradients on x's device) or
-            ``"auto"`` (direct on the CPU, CG on an accelerator).
+        solver: ``"direct"`` (scipy SuperLU on the CPU, the exact reference), ``"cg"`` (multigrid-
+            preconditioned conjugate gradients on x's device, batched; within 1e-4 of the exact solve in
+            float32) or ``"auto"`` (``"cg"``).
 
     Kept pixels are returned unchanged, bit for bit.
     """
@@ -164,7 +221,7 @@ def noisy_linear_imputation(
     if bool(keep_all.any()):
         raise InputError("every pixel of an image is removed: the imputation has no pixel to start from")
     if solver == "auto":
-        solver = "direct" if x.device.type == "cpu" else "cg"
+        solver = "cg"
     if solver == "direct":
         filled = _solve_direct(x, removed)
     elif solver == "cg":
@@ -214,7 +271,12 @@ def _check(percentiles: Sequence[float], orders: Sequence[str], batch_size: int)
     return percentiles
 
 
-def _probabilities(
+def _probabilities(*args: Any) -> Tensor:
+    """Target probabilities for every (map, sample, order, percentile): M×N×O×P (see :func:`road_outputs`)."""
+    return road_outputs(*args)[0]
+
+
+def road_outputs(
     adapter: ModelAdapter,
     x: Tensor,
     maps: Tensor,
@@ -226,8 +288,12 @@ def _probabilities(
     batch_size: int,
     solver: str,
     progress: Progress,
-) -> Tensor:
-    """Target probabilities for every (map, sample, order, percentile): M×N×O×P, batched on the device."""
+    noise_field: Tensor | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Target probabilities and predicted classes for every (map, sample, order, percentile), both M×N×O×P,
+    batched on the device (the predictions give Quantus's ROAD, which counts kept correct predictions).
+    ``noise_field`` (N×C×H×W standard normal draws) replaces the field drawn from ``seed``, e.g. one drawn per
+    data set index so that a result does not depend on the batch an image travels in."""
     percentiles = _check(percentiles, orders, batch_size)
     x = adapter.prepare(x)
     n, _, h, w = x.shape
@@ -243,9 +309,9 @@ def _probabilities(
         raise TargetError("ROAD measures a class probability: give class indices (or None), not a callable")
     m = maps.shape[0]
     ranks = pixel_ranks(maps, seed)
-    noise_field = torch.randn(x.shape, generator=torch.Generator().manual_seed(seed), dtype=x.dtype).to(
-        x.device
-    )
+    if noise_field is None:
+        noise_field = torch.randn(x.shape, generator=torch.Generator().manual_seed(seed), dtype=x.dtype)
+    noise_field = noise_field.to(x.device, x.dtype)
     items = [
         (i, j, k, q)
         for i in range(m)
@@ -254,6 +320,7 @@ def _probabilities(
         for q in range(len(percentiles))
     ]
     out = torch.empty(len(items), device=x.device, dtype=x.dtype)
+    predicted = torch.empty(len(items), device=x.device, dtype=torch.long)
     for start in range(0, len(items), batch_size):
         chunk = items[start : start + batch_size]
         sample = torch.tensor([j for _, j, _, _ in chunk], device=x.device)
@@ -264,11 +331,14 @@ def _probabilities(
         with torch.no_grad(), adapter.evaluating():
             probabilities = torch.softmax(adapter.forward(images), dim=1)
         out[start : start + len(chunk)] = probabilities.gather(1, target[sample].view(-1, 1)).squeeze(1)
+        predicted[start : start + len(chunk)] = probabilities.argmax(1)
         if progress is not None:
             progress(start + len(chunk), len(items))
-    return out.view(m, n, len(orders), len(percentiles))
+    shape = (m, n, len(orders), len(percentiles))
+    return out.view(shape), predicted.view(shape)
 
 
+@gradients_enabled()
 def road(
     model: nn.Module | ModelAdapter,
     x: Tensor,
@@ -312,6 +382,7 @@ class ROADScores:
     percentiles: tuple[float, ...]
 
 
+@gradients_enabled()
 def ybroad(
     model: nn.Module | ModelAdapter,
     x: Tensor,

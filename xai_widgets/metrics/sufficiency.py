@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from ..errors import InputError
 from ..explanation import Explanation
-from ..model import ModelAdapter, Target, as_adapter
+from ..model import ModelAdapter, Target, as_adapter, gradients_enabled
 
 
 @dataclass
@@ -185,6 +185,7 @@ def _curve(
     return Curve(ks, survived.cpu(), ratio.double().cpu())
 
 
+@gradients_enabled()
 def sufficiency(
     model: nn.Module | ModelAdapter,
     x: Tensor,

@@ -1,31 +1,26 @@
-"""Locate the widgets' ESM sources: ``js/`` in a checkout, ``xai_widgets/static/`` in a wheel.
+"""Locate the widgets' built front ends: ``xai_widgets/static/<name>.js`` and ``<name>.css``.
 
-The wheel force-includes the repository's ``js/`` folder as ``xai_widgets/static/`` (see pyproject.toml), so
-an installed package finds its modules next to itself; an editable install or a source checkout reads
-``js/`` beside the package directory. Either way the file is read once per process.
+esbuild bundles each entry ``js/widgets/<name>.js`` of the repository (with the helpers of ``js/lib/`` it
+imports and the CSS it imports) into one ES module and one stylesheet in ``xai_widgets/static/`` (``make js``;
+the wheel and the sdist carry the built files, so an installed package never needs Node). A widget class sets
+``_esm = asset("<name>.js")`` and ``_css = asset("<name>.css")``: anywidget reads a :class:`~pathlib.Path`
+itself and, with ``ANYWIDGET_HMR=1`` in a source checkout, reloads open views when ``npm run dev`` rebuilds.
 """
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 
-_PACKAGE = Path(__file__).resolve().parent.parent
+STATIC = Path(__file__).resolve().parent.parent / "static"
 
 
-def asset_path(name: str) -> Path:
-    """The path of the ESM module ``name`` (e.g. ``"heatmap.js"``); FileNotFoundError names where it looked."""
-    candidates = (_PACKAGE / "static" / name, _PACKAGE.parent / "js" / name)
-    for path in candidates:
-        if path.is_file():
-            return path
-    tried = ", ".join(str(p) for p in candidates)
-    raise FileNotFoundError(f"widget module {name!r} not found; looked in {tried}")
-
-
-@functools.cache
-def esm(name: str) -> str:
-    """The source text of the ESM module ``name`` for an anywidget's ``_esm``, with the shared helpers of
-    ``common.js`` in front (anywidget loads one module text per widget)."""
-    common = asset_path("common.js").read_text(encoding="utf-8")
-    return common + "\n" + asset_path(name).read_text(encoding="utf-8")
+def asset(name: str) -> Path:
+    """The path of the built file ``name`` (e.g. ``"heatmap.js"``); FileNotFoundError says how to build it."""
+    path = STATIC / name
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"widget front end {name!r} is not built: {path} is missing. In a source checkout run `make js` "
+            "(needs Node.js >= 20 and npm; it runs `npm ci && npm run build` in js/), or install the package "
+            "with pip, whose wheel carries the built files."
+        )
+    return path

@@ -19,10 +19,11 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import InputError, MethodError, XAIError
-from ..explanation import Explanation
+from ..explanation import Explanation, degenerate_reason
 from ..model import ModelAdapter, as_adapter
 from ..registry import get_method
 from ..registry import methods as registered_methods
+from .feature_bars import FeatureBars
 from .heatmap import HeatmapView
 from .jobs import JobRunner, describe_error, error_html, show_gallery_image
 from .state import ExplanationState
@@ -51,6 +52,11 @@ def gallery(images: Any) -> dict[str, Any]:
     if isinstance(images, (str, Path)):
         return {Path(images).name: images}
     return {"image": images}
+
+
+def chosen_first(options: Sequence[str], chosen: Sequence[str]) -> list[str]:
+    """The method list with the chosen ones on top (in their order), so a list that scrolls shows its choice."""
+    return [*[m for m in chosen if m in options], *[m for m in options if m not in chosen]]
 
 
 def load_model(
@@ -141,32 +147,59 @@ class AttributionExplorer(w.VBox):
         self.upload = w.FileUpload(accept="image/*", multiple=False, description="upload")
         self.target_select = w.Dropdown(description="target", options=[("predicted class", PREDICTED)])
         self.method_select = w.SelectMultiple(
-            description="methods", options=available, value=tuple(chosen), rows=min(8, max(3, len(available)))
+            description="methods",
+            options=chosen_first(available, chosen),
+            value=tuple(chosen),
+            rows=min(8, max(3, len(available))),
         )
-        self.layer_select = w.Dropdown(description="layer", options=[("default CAM layer", DEFAULT_LAYER)])
+        self.layer_select = w.Dropdown(
+            description="layer",
+            options=[("default CAM layer", DEFAULT_LAYER)],
+            layout=w.Layout(width="260px"),
+        )
         self._choices_ready = self._fill_choices()
         if layer is not None and self._choices_ready:
             adapter.resolve_layer(layer)
         self.cancel_button = w.Button(
-            description="cancel", icon="stop", tooltip="cancel the running computations"
+            description="cancel maps", icon="stop", tooltip="cancel the maps being computed"
         )
         self.message = w.HTML()
         self.message.add_class("xai-explorer-error")
+        scales = {"x": bqplot.OrdinalScale(), "y": bqplot.LinearScale(min=0.0)}
+        # the axis follows the data (an untrained 1000-class model's top p is ~0.001), and a faint
+        # full-height column behind each bar takes the click, so a bar under a pixel tall can be chosen
+        self.hit_bars = bqplot.Bars(
+            x=[],
+            y=[],
+            scales=scales,
+            interactions={"click": "select"},
+            colors=["#7f7f7f"],
+            opacities=[0.08],
+            selected_style={"opacity": 0.08},
+            unselected_style={"opacity": 0.08},
+        )
         self.bars = bqplot.Bars(
             x=[],
             y=[],
-            scales={"x": bqplot.OrdinalScale(), "y": bqplot.LinearScale(min=0.0, max=1.0)},
+            scales=scales,
             interactions={"click": "select"},
             selected_style={"fill": "#e8710a"},
             unselected_style={"opacity": 0.8},
             colors=["#2a7ae2"],
         )
         axes = [
-            bqplot.Axis(scale=self.bars.scales["x"], tick_rotate=-30, tick_style={"font-size": "10px"}),
-            bqplot.Axis(scale=self.bars.scales["y"], side="left", tick_format=".1f", label="p"),
+            bqplot.Axis(scale=scales["x"], tick_rotate=-30, tick_style={"font-size": "10px"}),
+            bqplot.Axis(
+                scale=scales["y"],
+                side="left",
+                tick_format=".2~g",
+                num_ticks=5,
+                label="p",
+                label_offset="36px",
+            ),
         ]
         self.figure = bqplot.Figure(
-            marks=[self.bars],
+            marks=[self.hit_bars, self.bars],
             axes=axes,
             title="top predictions",
             fig_margin={"top": 40, "bottom": 50, "left": 45, "right": 10},
@@ -215,6 +248,7 @@ class AttributionExplorer(w.VBox):
         )
         self.cancel_button.on_click(lambda _: self.cancel())
         self.bars.observe(self._on_bar_selected, names="selected")
+        self.hit_bars.observe(self._on_bar_selected, names="selected")
         self.state.observe(self._on_picture, names="picture")
         self.state.observe(self._on_target, names="target")
         self.state.observe(self._on_methods, names="methods")
@@ -291,6 +325,8 @@ class AttributionExplorer(w.VBox):
         selected = change["new"]
         if selected is None or len(selected) == 0 or not self._ordered:
             return
+        if change["owner"] is self.hit_bars:
+            self.hit_bars.selected = None  # ready for the next click on the same column
         index = int(selected[-1])
         if not 0 <= index < len(self._ordered):
             return
@@ -336,9 +372,10 @@ class AttributionExplorer(w.VBox):
                 self._show_message(f"the model failed on this image: {describe_error(error)}")
                 return
         self._show_message("")
-        picture = self.state.display_picture()
-        for view in self.views.values():
-            view.update(image=picture)
+        if not self.adapter.takes_vectors:
+            picture = self.state.display_picture()
+            for view in self.views.values():
+                view.update(image=picture)
         self._request_predictions()
         self._request_all()
 
@@ -356,7 +393,10 @@ class AttributionExplorer(w.VBox):
         if any(m not in self.method_select.options for m in chosen):
             self.method_select.options = [info.name for info in registered_methods()]
         if self.method_select.value != chosen:
-            self.method_select.value = chosen
+            # chosen from code (or another view): bring the choice to the top of the list, in sight
+            with self.method_select.hold_trait_notifications():
+                self.method_select.options = chosen_first(self.method_select.options, chosen)
+                self.method_select.value = chosen
         self._sync_views()
         self._request_all()
 
@@ -369,19 +409,29 @@ class AttributionExplorer(w.VBox):
 
     def _on_normalization(self, change: dict) -> None:
         for view in self.views.values():
+            if isinstance(view, FeatureBars):
+                continue
             view.update(clip=self.state.normalization, percentile=self.state.percentile)
 
     def _sync_views(self) -> None:
         """One HeatmapView per chosen method, in the chosen order; the layer control only when one needs it."""
         for method in self.state.methods:
             if method not in self.views:
-                view = HeatmapView(title=method, size=self.size, clip=self.state.normalization)
-                if self.state.picture is not None:
-                    view.update(image=self.state.display_picture())
-                self.views[method] = view
+                self.views[method] = self._new_view(method)
         self.grid.children = [self.views[m] for m in self.state.methods]
+        # the layer menu stays in place (no layout jump when a CAM is added); unused, it is disabled
         needs_layer = any(get_method(m).needs_layer for m in self.state.methods)
-        self.layer_select.layout.display = None if needs_layer else "none"
+        self.layer_select.disabled = not needs_layer
+        self.layer_select.tooltip = None if needs_layer else "no chosen method uses a layer (add a CAM)"
+
+    def _new_view(self, method: str) -> HeatmapView | FeatureBars:
+        """The view of one method: a heatmap over the picture, or feature bars for a model of feature vectors."""
+        if self.adapter.takes_vectors:
+            return FeatureBars(self.adapter.feature_names, title=method)
+        view = HeatmapView(title=method, size=self.size, clip=self.state.normalization)
+        if self.state.picture is not None:
+            view.update(image=self.state.display_picture())
+        return view
 
     # --------------------------------------------------------------- requests
     def _request_predictions(self) -> None:
@@ -403,9 +453,12 @@ class AttributionExplorer(w.VBox):
         order = torch.argsort(probabilities, descending=True)[: self.top_k].tolist()
         self.predicted = order[0]
         self._ordered = order
-        with self.bars.hold_sync():
-            self.bars.x = [self._class_name(i) for i in order]
-            self.bars.y = [float(probabilities[i]) for i in order]
+        names = [self._class_name(i) for i in order]
+        heights = [float(probabilities[i]) for i in order]
+        with self.figure.hold_sync():
+            self.bars.x, self.bars.y = names, heights
+            self.hit_bars.x, self.hit_bars.y = names, [max(heights)] * len(names)
+            self.hit_bars.selected = None
         self._mark_target()
 
     def _mark_target(self) -> None:
@@ -428,7 +481,8 @@ class AttributionExplorer(w.VBox):
             view.update(error=describe_error(error), status="", progress=None)
             return
         if not self.runner.cached(key):
-            view.update(status="computing…", progress=0.0)
+            cost = get_method(method).cost
+            view.update(status="computing…" if cost == "cheap" else f"computing ({cost})…", progress=0.0)
         self.runner.submit(
             method,
             key,
@@ -443,17 +497,23 @@ class AttributionExplorer(w.VBox):
             ),
         )
 
-    def _show(self, view: HeatmapView, explanation: Explanation) -> None:
+    def _show(self, view: HeatmapView | FeatureBars, explanation: Explanation) -> None:
         target = None if explanation.target is None else int(explanation.target[0])
         title = explanation.method + (f" @ {explanation.layer}" if explanation.layer else "")
         if target is not None:
             title += f" → {self._class_name(target)}"
+        if isinstance(view, FeatureBars):
+            view.show(explanation, title=title)
+            view.update(status="", progress=None)
+            return
         info = get_method(explanation.method)
+        # a map that carries no picture (all zero, constant, non-finite) says so under the map
+        flat = degenerate_reason(explanation.attribution[:1])
         view.update(
             map=explanation.attribution[0],
             signed=info.signed and bool((explanation.attribution < 0).any()),
             title=title,
             error="",
-            status="",
+            status="" if flat is None else f"⚠ degenerate map: {flat}",
             progress=None,
         )

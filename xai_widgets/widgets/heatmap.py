@@ -2,7 +2,7 @@
 
 The picture (H×W×3 uint8) and the map (h×w float16, scaled to [-1, 1] by ``values_scale``) travel once as
 binary buffers. Colormap, opacity, clipping, smoothing and the value readout under the mouse are applied in
-the browser (``js/heatmap.js``): moving the view's own controls sends nothing to the kernel. Python sets the
+the browser (``js/widgets/heatmap.js``): moving the view's own controls sends nothing to the kernel. Python sets the
 initial display choices through the same-named traits and can change them later.
 
 The colormap tables (``xai_widgets.colormaps``) are sent with the widget, so the browser and :meth:`HeatmapView.to_png`
@@ -23,44 +23,18 @@ from PIL import Image
 
 from ..colormaps import COLORMAPS, colormap_table, resolve_colormap
 from ..errors import InputError
-from ._assets import esm
+from ..images import read_picture, to_uint8
+from ._assets import asset
 
 CLIP_MODES = ("symmetric", "percentile")
 SMOOTHING = ("bilinear", "nearest")
 
 
 def as_picture(image: Any) -> np.ndarray:
-    """An H×W×3 uint8 array from a PIL image, an array (H×W, H×W×1/3/4) or a tensor (C×H×W or 1×C×H×W).
-
-    Floats are taken as [0, 1] and clipped; single-channel pictures are repeated to RGB.
-    """
-    if isinstance(image, Image.Image):
-        image = np.asarray(image.convert("RGB"))
-    elif isinstance(image, torch.Tensor):
-        tensor = image.detach().cpu()
-        if tensor.ndim == 4 and tensor.shape[0] == 1:
-            tensor = tensor[0]
-        if tensor.ndim == 3 and tensor.shape[0] in (1, 3, 4):
-            tensor = tensor.permute(1, 2, 0)
-        image = tensor.numpy()
-    array = np.asarray(image)
-    if array.ndim == 2:
-        array = array[:, :, None]
-    if array.ndim != 3 or array.shape[2] not in (1, 3, 4) or 0 in array.shape:
-        raise InputError(
-            f"a picture must be H×W, H×W×1, H×W×3 or H×W×4 (or a C×H×W tensor), got shape {array.shape}"
-        )
-    array = array[:, :, :3]
-    if array.shape[2] == 1:
-        array = np.repeat(array, 3, axis=2)
-    if array.dtype == np.uint8:
-        return np.ascontiguousarray(array)
-    if array.dtype == np.bool_ or not np.issubdtype(array.dtype, np.number):
-        raise InputError(f"a picture must hold numbers (uint8 or float in [0, 1]), got dtype {array.dtype}")
-    array = array.astype(np.float64)
-    if not np.isfinite(array).all():
-        raise InputError("the picture contains NaN or infinite values")
-    return np.round(np.clip(array, 0.0, 1.0) * 255.0).astype(np.uint8)
+    """The H×W×3 uint8 picture a view displays, from anything :func:`xai_widgets.images.read_picture` reads
+    (path, gallery name, file bytes, PIL image, array, tensor): the engine's reader, so alpha is composited over
+    white and grey repeated to RGB exactly as the model input is made; the size is kept."""
+    return to_uint8(read_picture(image))
 
 
 def as_map(values: Any) -> np.ndarray:
@@ -123,7 +97,8 @@ class HeatmapView(anywidget.AnyWidget):
         [8, 8]
     """
 
-    _esm = esm("heatmap.js")
+    _esm = asset("heatmap.js")
+    _css = asset("heatmap.css")
 
     image = t.Bytes(b"").tag(sync=True)
     image_shape = t.List(t.Int(), default_value=[0, 0]).tag(sync=True)

@@ -16,6 +16,7 @@ progress and cancel).
 from __future__ import annotations
 
 import html
+import itertools
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any
 
@@ -34,7 +35,13 @@ from .state import ExplanationState
 MODES = ("exact", "search")
 MAX_EXACT_UNITS = 20
 _UNIT_KINDS = ("activation", "conv", "linear", "norm", "pool", "block", "dropout")
-_COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
+# Okabe–Ito: distinguishable with every common colour-vision deficiency (no red/green pair)
+_COLORS = ("#0072b2", "#d55e00", "#009e73", "#cc79a7", "#e69f00", "#56b4e9", "#000000", "#f0e442")
+# a chart whose result is being recomputed is dimmed (after a short delay, so a cached answer never flickers)
+STALE_STYLE = (
+    "<style>.xai-actspec .xai-stale { opacity: 0.35; transition: opacity 0.2s ease 0.25s; }"
+    ".xai-actspec .bqplot { transition: opacity 0.1s; }</style>"
+)
 
 
 def unit_layers(adapter: ModelAdapter) -> list[LayerInfo]:
@@ -167,7 +174,7 @@ class InteractionBars(w.VBox):
         self.over_select = w.Dropdown(description="over", options=over, value="image")
         self.over_select.layout.display = None if self.inputs is not None else "none"
         self.cancel_button = w.Button(
-            description="cancel", icon="stop", tooltip="cancel the running spectrum"
+            description="cancel spectrum", icon="stop", tooltip="cancel the running spectrum"
         )
         self.progress = w.FloatProgress(value=0.0, min=0.0, max=1.0, layout=w.Layout(width="140px"))
         self.status = w.HTML()
@@ -198,7 +205,7 @@ class InteractionBars(w.VBox):
                 bqplot.Axis(scale=self.x_scale, label="interaction order |S|"),
                 bqplot.Axis(
                     scale=self.y_scale,
-                    orientation="vertical",
+                    side="left",
                     label="Σ f̂² (+ / −)",
                     tick_format=".1e",
                     label_offset="58px",
@@ -219,34 +226,34 @@ class InteractionBars(w.VBox):
 
         self.compare_scales = {"x": bqplot.LinearScale(), "y": bqplot.LinearScale(min=0.0)}
         self.compare_lines = bqplot.Lines(
-            x=[],
-            y=[],
-            scales=self.compare_scales,
-            marker="circle",
-            display_legend=True,
-            labels=[],
-            colors=list(_COLORS),
+            x=[], y=[], scales=self.compare_scales, marker="circle", labels=[], colors=list(_COLORS)
+        )
+        self.compare_axis = bqplot.Axis(
+            scale=self.compare_scales["x"], label="interaction order |S|", tick_format="d", tick_values=[1]
         )
         self.compare_figure = bqplot.Figure(
             marks=[self.compare_lines],
             axes=[
-                bqplot.Axis(scale=self.compare_scales["x"], label="interaction order |S|", tick_format="d"),
+                self.compare_axis,
                 bqplot.Axis(
                     scale=self.compare_scales["y"],
-                    orientation="vertical",
+                    side="left",
                     label="share of Var f",
                     tick_format=".2f",
                     label_offset="45px",
                 ),
             ],
-            title="models compared",
-            legend_location="top-right",
-            legend_style={"fill": "white", "opacity": 0.8},
+            title="order shares of the models compared",
             fig_margin={"top": 40, "bottom": 45, "left": 60, "right": 10},
             layout=w.Layout(width="480px", height="280px"),
         )
         self.compare_figure.add_class("xai-actspec-compare")
-        self.compare_figure.layout.display = None if self._models else "none"
+        # the legend (model, colour, mean order) below the chart: never over the curves, never cut off
+        self.compare_legend = w.HTML()
+        self.compare_legend.add_class("xai-actspec-legend")
+        self.compare_box = w.VBox([self.compare_figure, self.compare_legend])
+        self.compare_box.layout.display = None if self._models else "none"
+        style = w.HTML(STALE_STYLE, layout=w.Layout(display="none"))
 
         controls = w.VBox(
             [
@@ -258,7 +265,14 @@ class InteractionBars(w.VBox):
         )
         details = w.VBox([self.table_title, self.table])
         super().__init__(
-            [controls, self.empty_label, w.HBox([self.figure, details]), self.units_box, self.compare_figure]
+            [
+                controls,
+                self.empty_label,
+                w.HBox([self.figure, details]),
+                self.units_box,
+                self.compare_box,
+                style,
+            ]
         )
         self.add_class("xai-actspec")
 
@@ -300,6 +314,7 @@ class InteractionBars(w.VBox):
         if not self.runner.cached(key):
             self.status.value = "computing…"
             self.progress.value = 0.0
+            self._stale(True)
 
         def compute(progress: Callable[[int, int], None]) -> Spectrum:
             with self.adapter.using_params(params):
@@ -312,15 +327,18 @@ class InteractionBars(w.VBox):
             on_result=self._show,
             on_error=self._fail,
             on_progress=self._progress,
-            on_cancel=lambda: self._status("cancelled (change a control to compute again)"),
+            on_cancel=self._cancelled,
         )
         if self._models:
+            if not self.runner.cached(("compare", *key)):
+                self.compare_figure.add_class("xai-stale")
             self.runner.submit(
                 "actspec-compare",
                 ("compare", *key),
                 lambda progress: compare(self._models, layer, progress=progress, **options),
                 on_result=self._show_compare,
                 on_error=self._fail,
+                on_cancel=lambda: self.compare_figure.remove_class("xai-stale"),
             )
 
     def select_order(self, order: int) -> None:
@@ -451,6 +469,19 @@ class InteractionBars(w.VBox):
     def _fail(self, error: BaseException) -> None:
         self._status("")
         self._say(describe_error(error))
+        self._stale(False)
+
+    def _cancelled(self) -> None:
+        self._status("cancelled (change a control to compute again)")
+        self._stale(False)
+
+    def _stale(self, stale: bool) -> None:
+        """Dim the charts while their result is recomputed (class ``xai-stale``), restore them when it is in."""
+        for figure in (self.figure, self.compare_figure):
+            if stale:
+                figure.add_class("xai-stale")
+            else:
+                figure.remove_class("xai-stale")
 
     def _progress(self, done: int, total: int) -> None:
         self.progress.value = done / max(total, 1)
@@ -496,6 +527,7 @@ class InteractionBars(w.VBox):
     # ---------------------------------------------------------------- drawing
     def _show(self, spectrum: Spectrum) -> None:
         self.spectrum = spectrum
+        self.figure.remove_class("xai-stale")
         signed = spectrum.signed_order_weights()
         floor = 1e-9 * max(spectrum.total_weight, 1e-12)
         present = [k for k, (p, q) in signed.items() if k > 0 and p + q > floor]
@@ -548,5 +580,10 @@ class InteractionBars(w.VBox):
             self.compare_lines.x = orders
             self.compare_lines.y = [[s.order_shares().get(k, 0.0) for k in orders] for s in spectra.values()]
             self.compare_lines.labels = list(spectra)
-            means = " · ".join(f"{name} {s.mean_order():.2f}" for name, s in spectra.items())
-            self.compare_figure.title = f"mean order: {means}"
+            self.compare_axis.tick_values = orders
+        self.compare_legend.value = " ".join(
+            f"<span style='white-space:nowrap;margin-right:12px'><span style='color:{color}'>■</span> "
+            f"{html.escape(name)}: mean order {s.mean_order():.2f}</span>"
+            for (name, s), color in zip(spectra.items(), itertools.cycle(_COLORS))
+        )
+        self.compare_figure.remove_class("xai-stale")

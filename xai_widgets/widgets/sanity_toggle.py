@@ -39,7 +39,8 @@ from .explorer import AttributionExplorer
 from .jobs import describe_error, error_html
 
 DEFAULT_METHODS = ("saliency", "guided_backprop", "gradcam")
-_COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")
+# Okabe–Ito: distinguishable with every common colour-vision deficiency (no red/green pair)
+_COLORS = ("#0072b2", "#d55e00", "#009e73", "#cc79a7", "#e69f00", "#56b4e9", "#000000", "#f0e442")
 
 
 class SanityToggle(w.VBox):
@@ -103,7 +104,13 @@ class SanityToggle(w.VBox):
         self._score_html: dict[str, w.HTML] = {}
         self._auto_target: int | None = None
 
-        self.toggle = w.ToggleButton(value=False, description="randomize weights", icon="random")
+        self.toggle = w.ToggleButton(
+            value=False,
+            description="randomize weights",
+            icon="random",
+            tooltip="explain with the randomized weights of the chosen step",
+            layout=w.Layout(width="auto", min_width="170px"),
+        )
         self.toggle.add_class("xai-sanity-switch")
         self.mode_select = w.Dropdown(options=list(sanity.MODES), value=mode, description="mode")
         self.granularity_select = w.Dropdown(
@@ -113,8 +120,15 @@ class SanityToggle(w.VBox):
         self.slider.add_class("xai-sanity-slider")
         self.step_label = w.HTML()
         self.step_label.add_class("xai-sanity-step")
-        self.sweep_button = w.Button(description="sweep all steps", icon="play")
-        self.cancel_button = w.Button(description="cancel", icon="stop")
+        self.sweep_button = w.Button(
+            description="sweep all steps", icon="play", layout=w.Layout(width="auto")
+        )
+        self.cancel_button = w.Button(
+            description="cancel sweep",
+            icon="stop",
+            tooltip="cancel the sweep and the scores being computed",
+            layout=w.Layout(width="auto"),
+        )
         self.progress = w.FloatProgress(value=0.0, min=0.0, max=1.0, layout=w.Layout(width="160px"))
         self.status = w.HTML()
         self.message = w.HTML()
@@ -123,9 +137,7 @@ class SanityToggle(w.VBox):
         self.x_scale = bqplot.LinearScale(min=0.0, max=1.0)
         self.y_scale = bqplot.LinearScale(min=-0.2, max=1.0)
         scales = {"x": self.x_scale, "y": self.y_scale}
-        self.lines = bqplot.Lines(
-            x=[], y=[], scales=scales, marker="circle", marker_size=24, display_legend=True, labels=[]
-        )
+        self.lines = bqplot.Lines(x=[], y=[], scales=scales, marker="circle", marker_size=24, labels=[])
         self.cursor = bqplot.Lines(
             x=[0.0, 0.0], y=[-0.2, 1.0], scales=scales, colors=["#888"], line_style="dashed"
         )
@@ -133,16 +145,16 @@ class SanityToggle(w.VBox):
             marks=[self.lines, self.cursor],
             axes=[
                 bqplot.Axis(scale=self.x_scale, label="randomization step (0 = trained)", tick_format="d"),
-                bqplot.Axis(
-                    scale=self.y_scale, orientation="vertical", label="Spearman |map|", tick_format=".1f"
-                ),
+                bqplot.Axis(scale=self.y_scale, side="left", label="Spearman |map|", tick_format=".1f"),
             ],
             title="similarity to the trained model's map",
-            legend_location="top-right",
             fig_margin={"top": 40, "bottom": 45, "left": 50, "right": 10},
             layout=w.Layout(width="420px", height="280px"),
         )
         self.chart.add_class("xai-sanity-chart")
+        # the legend below the chart, never over the curves
+        self.legend = w.HTML()
+        self.legend.add_class("xai-sanity-legend")
         self.cards = w.Box(layout=w.Layout(flex_flow="row wrap", align_items="flex-start"))
         self.cards.add_class("xai-sanity-cards")
 
@@ -157,7 +169,7 @@ class SanityToggle(w.VBox):
         if owned:  # the maps are shown in the cards below, with their scores
             self.explorer.grid.layout.display = "none"
         top = [self.explorer] if owned else []
-        super().__init__([controls, *top, self.cards, self.chart])
+        super().__init__([controls, *top, self.cards, self.chart, self.legend])
         self.add_class("xai-sanity")
 
         self.toggle.observe(lambda _: self._apply(), names="value")
@@ -462,27 +474,49 @@ class SanityToggle(w.VBox):
             for step, value in curves.get(method, {}).items():
                 if 0 <= step < len(xs):
                     ys[row, step] = value
-        with self.lines.hold_sync():
+        colors = [_COLORS[i % len(_COLORS)] for i in range(len(methods))]
+        seen = ys[np.isfinite(ys)]
+        low = min(-0.2, float(seen.min()) - 0.05) if seen.size else -0.2  # every curve above the axis minimum
+        with self.chart.hold_sync():
             self.lines.x = xs
             self.lines.y = ys
             self.lines.labels = methods
-            self.lines.colors = [_COLORS[i % len(_COLORS)] for i in range(len(methods))]
+            self.lines.colors = colors
+            self.y_scale.min = low
+            self.cursor.y = [low, 1.0]
+        self.legend.value = " ".join(
+            f"<span style='white-space:nowrap;margin-right:12px'><span style='color:{color}'>■</span> "
+            f"{html.escape(method)}</span>"
+            for method, color in zip(methods, colors)
+        )
 
     def _show_scores(self, method: str, scores: dict[str, float]) -> None:
+        """Three short lines under the map (one each: similarity, input alignment, sufficiency); the full
+        figures in the hover text, so a card narrower than the text does not wrap it into six lines."""
         lines = [f"similarity ρ|·| {scores['spearman_abs']:.2f} · SSIM {scores['ssim']:.2f}"]
+        details = list(lines)
         if "alignment_cosine" in scores:
             lines.append(
+                f"input alignment {scores['alignment_cosine']:.2f} (null {scores['alignment_null_cosine']:.2f})"
+            )
+            details.append(
                 f"input alignment {scores['alignment_cosine']:.2f} (local {scores['alignment_local']:.2f}; "
                 f"gradient {scores.get('alignment_gradient_cosine', float('nan')):.2f}, "
                 f"shuffled {scores['alignment_null_cosine']:.2f})"
             )
         if "map_survival" in scores:
-            lines.append(
+            lines.append(f"sufficiency {scores['map_survival']:.2f} (random {scores['random_survival']:.2f})")
+            details.append(
                 f"sufficiency {scores['map_survival']:.2f} (edge map {scores['edge_survival']:.2f}, "
                 f"random {scores['random_survival']:.2f})"
             )
+        rows = "".join(
+            f"<div style='white-space:nowrap;overflow:hidden;text-overflow:ellipsis'>{html.escape(line)}</div>"
+            for line in lines
+        )
         self._score_html[method].value = (
-            "<small>" + "<br>".join(html.escape(line) for line in lines) + "</small>"
+            f"<div style='font-size:11px;line-height:1.35' title='{html.escape(chr(10).join(details))}'>"
+            f"{rows}</div>"
         )
 
     def _sweep_progress(self, done: int, total: int) -> None:

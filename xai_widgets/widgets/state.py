@@ -9,126 +9,51 @@ into a cache key and an Explanation, so every widget computes (and caches) the s
 from __future__ import annotations
 
 import hashlib
-import inspect
-import io
 from collections.abc import Callable, Hashable, Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 import traitlets as t
-from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
 from ..errors import InputError
 from ..explain import explain
 from ..explanation import Explanation
+from ..images import FITS, fit_picture, load_picture, read_picture, to_uint8
 from ..model import ModelAdapter
 from ..registry import get_method
 
 Progress = Callable[[int, int], None]
 
-
-def read_picture(image: Any) -> Tensor:
-    """A C×H×W float32 picture in [0, 1] from a path, encoded bytes, a PIL image, an array or a tensor.
-
-    Arrays are H×W or H×W×C (uint8, or float in [0, 1]); tensors are C×H×W or 1×C×H×W. An alpha channel is
-    dropped. Values outside [0, 1] raise InputError: the explorer wants the picture, not normalised model input.
-    """
-    if isinstance(image, (str, Path)):
-        path = Path(image)
-        if not path.is_file():
-            raise InputError(f"no image file at {str(path)!r}")
-        try:
-            with Image.open(path) as opened:
-                image = opened.convert("RGB")
-        except (UnidentifiedImageError, OSError) as error:
-            raise InputError(f"{str(path)!r} is not an image PIL can read ({error})") from error
-    elif isinstance(image, (bytes, bytearray, memoryview)):
-        try:
-            with Image.open(io.BytesIO(bytes(image))) as opened:
-                image = opened.convert("RGB")
-        except (UnidentifiedImageError, OSError) as error:
-            raise InputError(f"the file is not an image PIL can read (PNG, JPEG, …): {error}") from error
-    if isinstance(image, Image.Image):
-        image = np.asarray(image.convert("RGB"))
-    if isinstance(image, np.ndarray):
-        array = image[:, :, None] if image.ndim == 2 else image
-        if array.ndim != 3 or array.shape[2] not in (1, 3, 4):
-            raise InputError(
-                f"an image array must be H×W or H×W×C with C in 1, 3, 4; got shape {image.shape}"
-            )
-        tensor = torch.from_numpy(np.array(array)).permute(2, 0, 1)
-    elif isinstance(image, Tensor):
-        tensor = image.detach().cpu()
-        if tensor.ndim == 4 and tensor.shape[0] == 1:
-            tensor = tensor[0]
-        if tensor.ndim == 2:
-            tensor = tensor[None]
-        if tensor.ndim != 3 or tensor.shape[0] not in (1, 3, 4):
-            raise InputError(
-                f"an image tensor must be C×H×W with C in 1, 3, 4; got shape {tuple(image.shape)}"
-            )
-    else:
-        raise InputError(
-            f"an image must be a path, image file bytes, a PIL image, an array or a tensor; got {type(image).__name__}"
-        )
-    if tensor.shape[1] == 0 or tensor.shape[2] == 0:
-        raise InputError(f"the image is empty: shape {tuple(tensor.shape)}")
-    tensor = tensor[:3]
-    if tensor.dtype == torch.uint8:
-        return tensor.float() / 255.0
-    if not tensor.is_floating_point():
-        raise InputError(f"an image must be uint8 or float in [0, 1], got {tensor.dtype}")
-    tensor = tensor.float()
-    if not torch.isfinite(tensor).all():
-        raise InputError("the image contains NaN or infinite values")
-    low, high = float(tensor.min()), float(tensor.max())
-    if low < -1e-6 or high > 1 + 1e-6:
-        raise InputError(
-            f"float images must be pictures in [0, 1], got values in [{low:.3g}, {high:.3g}] (normalised model "
-            "input? pass the picture and give the model's preprocessing instead)"
-        )
-    return tensor.clamp(0, 1)
+__all__ = ["ExplanationState", "Progress", "accepts_progress", "fit_picture", "read_picture"]
 
 
-def fit_picture(picture: Tensor, channels: int | None, size: tuple[int, int] | None) -> Tensor:
-    """Match a C×H×W picture to the model: channel count (grey ↔ RGB) and, when given, H×W.
-
-    Resizing keeps the aspect ratio (shorter side to fit, antialiased bilinear) and crops the centre.
-    """
-    if channels is not None and picture.shape[0] != channels:
-        if channels == 1:
-            picture = picture.mean(dim=0, keepdim=True)
-        elif picture.shape[0] == 1:
-            picture = picture.expand(channels, -1, -1)
-        else:
-            raise InputError(f"the model expects {channels} input channels; the image has {picture.shape[0]}")
-    if size is not None and tuple(picture.shape[1:]) != tuple(size):
-        height, width = size
-        scale = max(height / picture.shape[1], width / picture.shape[2])
-        resized = (max(height, round(picture.shape[1] * scale)), max(width, round(picture.shape[2] * scale)))
-        picture = F.interpolate(
-            picture[None], size=resized, mode="bilinear", antialias=True, align_corners=False
-        )[0]
-        top, left = (resized[0] - height) // 2, (resized[1] - width) // 2
-        picture = picture[:, top : top + height, left : left + width].clamp(0, 1)
-    return picture.contiguous()
+def feature_vector(values: Any, adapter: ModelAdapter) -> Tensor:
+    """One raw feature vector (before the adapter's preprocessing) for a model of N×D feature vectors."""
+    try:
+        vector = torch.as_tensor(np.asarray(values, dtype=np.float32)).reshape(-1)
+    except (TypeError, ValueError) as error:
+        raise InputError(f"a feature vector must be numbers, got {type(values).__name__}") from error
+    size = adapter.input_size[0]
+    if vector.numel() != size:
+        raise InputError(f"{adapter.name} takes {size} features, got {vector.numel()}")
+    if not torch.isfinite(vector).all():
+        raise InputError("the feature vector contains NaN or infinite values")
+    return vector
 
 
 def accepts_progress(method: str) -> bool:
     """Whether the registered method takes a ``progress`` callback (so it can report and be cancelled)."""
-    parameters = inspect.signature(get_method(method).fn).parameters.values()
-    return any(p.name == "progress" or p.kind is p.VAR_KEYWORD for p in parameters)
+    return get_method(method).takes_progress
 
 
 class ExplanationState(t.HasTraits):
     """What is being explained, shared by every view of one explorer.
 
     Traits (observe them with ``state.observe(fn, names=[...])``):
-        picture: the current image, C×H×W float in [0, 1] at the model's input size (set with :meth:`set_image`).
+        picture: the current image, C×H×W float in [0, 1] at the model's input size (set with :meth:`set_image`);
+            for a model of feature vectors, the raw D values.
         image_name: a label for the picture.
         target: class index, or None for the predicted class.
         methods: the chosen registry names.
@@ -137,6 +62,11 @@ class ExplanationState(t.HasTraits):
         params: the substituted parameters (name → tensor) for ``adapter.using_params``, or None.
         options: per-method options, ``{"integrated_gradients": {"steps": 16}}``.
         normalization: display clipping for the views: ``percentile`` or ``symmetric``; ``percentile``: its value.
+        fit: how a picture is brought to ``size``: ``"crop"`` (shorter side, centre crop; the default) or
+            ``"stretch"``; changing it refits the current image.
+
+    Pictures go through the engine's pipeline (:func:`xai_widgets.images.load_picture`), so a widget's model
+    input is bitwise the ``load_image`` of the same source with the same size and fit.
 
     Args:
         adapter: the model.
@@ -153,8 +83,10 @@ class ExplanationState(t.HasTraits):
     options = t.Dict()
     normalization = t.Enum(("percentile", "symmetric"), default_value="percentile")
     percentile = t.Float(99.5, min=50.0, max=100.0)
+    fit = t.Enum(FITS, default_value="crop")
 
     def __init__(self, adapter: ModelAdapter, *, size: tuple[int, int] | None = None, **traits: Any) -> None:
+        self._source: Any = None  # what set_image was given, for refitting when ``fit`` changes
         super().__init__(**traits)
         self.adapter = adapter
         explicit = adapter.has_input_size
@@ -163,11 +95,21 @@ class ExplanationState(t.HasTraits):
 
     # ------------------------------------------------------------------ image
     def set_image(self, image: Any, name: str = "") -> None:
-        """Read, fit and set the picture; a bad image raises InputError and leaves the state unchanged."""
-        picture = fit_picture(read_picture(image), self.adapter.in_channels, self.size)
+        """Read, fit and set the picture (a path, gallery name, file bytes, PIL image, array or tensor); a bad
+        image raises InputError and leaves the state unchanged."""
+        if self.adapter.takes_vectors:
+            picture = feature_vector(image, self.adapter)
+        else:
+            picture = load_picture(image, self.adapter, self.size, self.fit)
         with self.hold_trait_notifications():
+            self._source = image
             self.image_name = name
             self.picture = picture
+
+    @t.observe("fit")
+    def _refit(self, change: dict) -> None:
+        if self._source is not None and not self.adapter.takes_vectors:
+            self.picture = load_picture(self._source, self.adapter, self.size, change["new"])
 
     @t.observe("picture")
     def _forget_hash(self, change: dict) -> None:
@@ -192,8 +134,7 @@ class ExplanationState(t.HasTraits):
         """The picture as H×W×3 uint8 for a HeatmapView."""
         if self.picture is None:
             raise InputError("no image is set")
-        picture = self.picture if self.picture.shape[0] == 3 else self.picture[:1].expand(3, -1, -1)
-        return np.round(picture.permute(1, 2, 0).numpy() * 255.0).astype(np.uint8)
+        return to_uint8(self.picture)
 
     # ------------------------------------------------------------- randomization
     def randomize(self, params: Mapping[str, Tensor] | None, name: str) -> None:

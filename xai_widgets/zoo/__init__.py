@@ -86,4 +86,5 @@ def load(name: str, device: str | torch.device | None = None) -> ModelAdapter:
         input_size=tuple(meta["input_size"]),
         name=name,
         info=info(name),
+        feature_names=meta.get("feature_names"),
     )

@@ -6,6 +6,10 @@
   LeakyReLU (for activation maximization).
 - ``DigitsMLP``: Flatten → Linear(196, 256) → ReLU → Dropout(p) → Linear(256, 10) on 14×14 digits, with
   readable layer names; the dropout rate is the lever of the interaction-order analysis (ActSpec).
+- ``tabular_mlp``: Linear → tanh → Linear → sigmoid → Linear on the 30 standardised features of the
+  breast-cancer table (feature vectors, saturating units: DLBacktrace's case).
+- ``shapes_vit``: torchvision's ``VisionTransformer`` (Dosovitskiy et al. 2021) in small, a hybrid whose patch
+  embedding is a ShapesResNet trunk, so the tour shows a transformer without downloads.
 
 The shapes models map 64×64 RGB pictures to 6 logits and keep their last spatial map at 8×8, so Grad-CAM at
 the default layer is sharp enough to point at the object; the MLPs map 14×14 grey digits to 10 logits.
@@ -18,6 +22,7 @@ from collections.abc import Callable
 from functools import partial
 
 from torch import Tensor, nn
+from torchvision.models.vision_transformer import VisionTransformer
 
 
 class ShapesVGG(nn.Module):
@@ -151,6 +156,55 @@ def digits_mlp(dropout: float, hidden: int = 256, side: int = 14, num_classes: i
     )
 
 
+def tabular_mlp(features: int = 30, num_classes: int = 2) -> nn.Sequential:
+    """A small MLP for standardised feature vectors with saturating units: Linear → tanh → Linear → sigmoid →
+    Linear, so DLBacktrace's saturation ranges (tanh (−2, 2), sigmoid (−4, 4)) decide where relevance goes."""
+    return nn.Sequential(
+        OrderedDict(
+            [
+                ("fc1", nn.Linear(features, 16)),
+                ("tanh", nn.Tanh()),
+                ("fc2", nn.Linear(16, 8)),
+                ("sigmoid", nn.Sigmoid()),
+                ("fc3", nn.Linear(8, num_classes)),
+            ]
+        )
+    )
+
+
+def shapes_vit(num_classes: int = 6) -> VisionTransformer:
+    """A small hybrid ViT on 64×64 pictures (Dosovitskiy et al. 2021, section 3.1 "Hybrid architecture"): the
+    patch embedding is a ShapesResNet trunk (stem and three stages, 64 × 8×8 features, so one token per 8×8
+    patch) and a 1×1 projection; then 3 encoder blocks of width 64 with 4 heads and an MLP of 128, the class
+    token read by a linear head. torchvision's ``VisionTransformer`` with this ``conv_proj``.
+
+    Why hybrid: a plain or convolutional-stem ViT stayed near chance (ln 6 loss) for several epochs on the
+    cluttered shapes, too long to train on a shared laptop CPU; with the trunk of the trained ``shapes-resnet``
+    (frozen) the transformer learns in a few epochs. Each token then carries its patch's convolutional
+    features, and the attention decides how they reach the class token.
+    """
+    trunk = ShapesResNet(num_classes)
+    embed = nn.Sequential(
+        OrderedDict(
+            [
+                ("conv1", trunk.conv1),
+                ("bn1", trunk.bn1),
+                ("relu", trunk.relu),
+                ("maxpool", trunk.maxpool),
+                ("layer1", trunk.layer1),
+                ("layer2", trunk.layer2),
+                ("layer3", trunk.layer3),
+                ("proj", nn.Conv2d(64, 64, 1)),
+            ]
+        )
+    )
+    model = VisionTransformer(
+        image_size=64, patch_size=8, num_layers=3, num_heads=4, hidden_dim=64, mlp_dim=128, num_classes=num_classes
+    )
+    model.conv_proj = embed
+    return model
+
+
 ARCHITECTURES: dict[str, Callable[[], nn.Module]] = {
     "shapes-vgg": ShapesVGG,
     "shapes-resnet": ShapesResNet,
@@ -158,5 +212,7 @@ ARCHITECTURES: dict[str, Callable[[], nn.Module]] = {
     "mnist-mlp-d0": partial(digits_mlp, 0.0),
     "mnist-mlp-d20": partial(digits_mlp, 0.2),
     "mnist-mlp-d50": partial(digits_mlp, 0.5),
+    "shapes-vit": shapes_vit,
+    "tabular-mlp": tabular_mlp,
 }
 """Zoo name → a constructor of the untrained architecture."""

@@ -7,61 +7,37 @@
 // data-paint-ms (last paint's duration), data-painted-at (performance.now() at the end of the last paint) and
 // data-map-painted-at (the same, for the first paint of the latest map).
 
-const STYLE = `
-.xai-heatmap { display: inline-flex; flex-direction: column; gap: 4px; font: 12px sans-serif;
-  color: var(--jp-ui-font-color1, #222); margin: 2px; }
-.xai-heatmap-title { font-weight: 600; min-height: 1em; }
-.xai-heatmap-stage { position: relative; line-height: 0; }
-.xai-heatmap-canvas { display: block; background: #ddd; cursor: crosshair; }
-.xai-heatmap-progress { position: absolute; left: 0; bottom: 0; height: 4px; background: #2a7ae2; }
-.xai-heatmap-tools { display: flex; flex-wrap: wrap; gap: 4px; align-items: center; }
-.xai-heatmap-tools select, .xai-heatmap-tools button { font-size: 11px; }
-.xai-heatmap-tools input[type=range] { width: 70px; }
-.xai-heatmap-bar { display: flex; align-items: center; gap: 4px; font-size: 10px; }
-.xai-heatmap-readout, .xai-heatmap-status { font-size: 11px; min-height: 1.2em; white-space: nowrap; }
-.xai-heatmap-error { color: #a00; background: #fee; border: 1px solid #e99; padding: 3px 5px;
-  white-space: pre-wrap; max-width: 320px; line-height: 1.3; }
-`;
-
-// float16 → float32 for every 16-bit pattern, built once.
-const HALF = (() => {
-  const table = new Float32Array(65536);
-  for (let h = 0; h < 65536; h++) {
-    const sign = h & 0x8000 ? -1 : 1;
-    const exponent = (h >> 10) & 0x1f;
-    const fraction = h & 0x3ff;
-    if (exponent === 0) table[h] = sign * 2 ** -14 * (fraction / 1024);
-    else if (exponent === 31) table[h] = fraction ? NaN : sign * Infinity;
-    else table[h] = sign * 2 ** (exponent - 15) * (1 + fraction / 1024);
-  }
-  return table;
-})();
-
-function format(value) {
-  if (value === 0) return "0";
-  const magnitude = Math.abs(value);
-  return magnitude >= 1e-3 && magnitude < 1e4 ? value.toPrecision(3) : value.toExponential(2);
-}
-
-// Linear interpolation between order statistics, as numpy.percentile.
-function percentileOf(sorted, p) {
-  const position = (p / 100) * (sorted.length - 1);
-  const low = Math.floor(position);
-  const high = Math.min(low + 1, sorted.length - 1);
-  return sorted[low] + (sorted[high] - sorted[low]) * (position - low);
-}
+import { bytesOf, decodeHalf } from "../lib/buffers.js";
+import { coalescer, subscribe, withDefaults } from "../lib/coalesce.js";
+import { colorbarRow, colourLimit, positionsOf, sortedMagnitudes } from "../lib/colour.js";
+import { colouredCanvas, compose, element, pictureCanvas, showStatus } from "../lib/dom.js";
+import { format, readoutText } from "../lib/readout.js";
+import "./heatmap.css";
 
 // Python's defaults, for traits a saved widget state may have left out.
 const DEFAULTS = {
-  image_shape: [0, 0], values_shape: [0, 0], values_scale: 1, signed: true, title: "", colormap: "auto",
-  opacity: 0.6, clip: "percentile", percentile: 99.5, smoothing: "bilinear", size: 224, show_controls: true,
-  error: "", status: "", progress: null, _colormap_names: [], _colormap_kinds: [],
+  image_shape: [0, 0],
+  values_shape: [0, 0],
+  values_scale: 1,
+  signed: true,
+  title: "",
+  colormap: "auto",
+  opacity: 0.6,
+  clip: "percentile",
+  percentile: 99.5,
+  smoothing: "bilinear",
+  size: 224,
+  show_controls: true,
+  error: "",
+  status: "",
+  progress: null,
+  _colormap_names: [],
+  _colormap_kinds: [],
 };
 
 function render({ model: widgetModel, el }) {
   const model = withDefaults(widgetModel, DEFAULTS);
   const root = element("div", "xai-heatmap", el);
-  element("style", "", root).textContent = STYLE;
   const title = element("div", "xai-heatmap-title", root);
   const tools = element("div", "xai-heatmap-tools", root);
   const colormapSelect = element("select", "xai-heatmap-colormap", tools);
@@ -131,48 +107,26 @@ function render({ model: widgetModel, el }) {
 
   function loadValues() {
     const [height, width] = model.get("values_shape");
-    const bytes = bytesOf(model.get("values"));
-    values = null;
     sorted = null;
     mapShape = [height, width];
-    if (!height || !width || bytes.length !== height * width * 2) return;
-    const halves = new Uint16Array(bytes.slice().buffer);
-    const scale = model.get("values_scale");
-    values = new Float32Array(halves.length);
-    for (let i = 0; i < halves.length; i++) values[i] = HALF[halves[i]] * scale;
-    canvas.dataset.maps = String(Number(canvas.dataset.maps) + 1);
+    values = decodeHalf(bytesOf(model.get("values")), height * width, model.get("values_scale"));
+    if (values) canvas.dataset.maps = String(Number(canvas.dataset.maps) + 1);
   }
 
   function colour() {
     overlay = null;
     if (!values) return;
-    if (view.clip === "percentile") {
-      if (!sorted) sorted = Float32Array.from(values, Math.abs).sort();
-      limit = percentileOf(sorted, view.percentile);
-    } else {
-      limit = 0;
-      for (let i = 0; i < values.length; i++) limit = Math.max(limit, Math.abs(values[i]));
-    }
-    if (!(limit > 0)) limit = 1;
+    if (view.clip === "percentile" && !sorted) sorted = sortedMagnitudes(values);
+    limit = colourLimit(values, { clip: view.clip, percentile: view.percentile, sorted });
     const table = tables[colormapName()];
     const diverging = table.kind === "diverging";
-    const positions = new Uint8Array(values.length);
-    for (let i = 0; i < values.length; i++) {
-      const v = values[i] / limit;
-      const t = diverging ? 0.5 + 0.5 * Math.max(-1, Math.min(1, v)) : Math.min(1, Math.abs(v));
-      positions[i] = Math.round(t * 255);
-    }
-    overlay = colouredCanvas(positions, mapShape[0], mapShape[1], table.rgb);
+    overlay = colouredCanvas(positionsOf(values, limit, diverging), mapShape[0], mapShape[1], table.rgb);
     drawColorbar(table, diverging);
   }
 
   function drawColorbar(table, diverging) {
     const context = barCanvas.getContext("2d");
-    const strip = new ImageData(128, 1);
-    for (let x = 0; x < 128; x++) {
-      const k = Math.round((x / 127) * 255) * 3;
-      strip.data.set([table.rgb[k], table.rgb[k + 1], table.rgb[k + 2], 255], 4 * x);
-    }
+    const strip = new ImageData(colorbarRow(table.rgb, barCanvas.width), barCanvas.width, 1);
     for (let y = 0; y < barCanvas.height; y++) context.putImageData(strip, 0, y);
     barLow.textContent = diverging ? format(-limit) : "0";
     barHigh.textContent = (diverging ? "" : "|v| ") + format(limit);
@@ -273,16 +227,10 @@ function render({ model: widgetModel, el }) {
   canvas.addEventListener("mousemove", (event) => {
     if (!values) return;
     const box = canvas.getBoundingClientRect();
-    const fx = Math.min(0.999999, Math.max(0, (event.clientX - box.left) / box.width));
-    const fy = Math.min(0.999999, Math.max(0, (event.clientY - box.top) / box.height));
-    const [height, width] = mapShape;
-    const column = Math.floor(fx * width);
-    const row = Math.floor(fy * height);
-    let where = `x ${column}, y ${row}`;
-    if (picture && (picture.width !== width || picture.height !== height)) {
-      where += ` (image x ${Math.floor(fx * picture.width)}, y ${Math.floor(fy * picture.height)})`;
-    }
-    readout.textContent = `${where}: ${format(values[row * width + column])}`;
+    const fx = (event.clientX - box.left) / box.width;
+    const fy = (event.clientY - box.top) / box.height;
+    const pictureShape = picture ? [picture.height, picture.width] : null;
+    readout.textContent = readoutText(values, fx, fy, mapShape, pictureShape);
   });
   canvas.addEventListener("mouseleave", () => {
     readout.textContent = "";

@@ -8,52 +8,38 @@
 // data-maps), so the shared browser-test helpers read it; the root carries data-index (the shown layer) and
 // data-cursor (the layer the ROAD cursor was last moved to).
 
+import { bytesOf } from "../lib/buffers.js";
+import { coalescer, subscribe, withDefaults } from "../lib/coalesce.js";
+import { colouredCanvas, compose, element, pictureCanvas, referenced, showStatus } from "../lib/dom.js";
+import "./camanim_player.css";
+
 const SYNC_MS = 400;
 const SPEEDS = [1, 2, 4, 8, 12, 24];
 
-const STYLE = `
-.xai-camanim { display: inline-flex; flex-direction: column; gap: 4px; font: 12px sans-serif;
-  color: var(--jp-ui-font-color1, #222); margin: 2px; }
-.xai-camanim .xai-heatmap { display: flex; flex-direction: column; gap: 4px; }
-.xai-camanim .xai-heatmap-title { font-weight: 600; min-height: 1em; }
-.xai-camanim .xai-heatmap-stage { position: relative; line-height: 0; }
-.xai-camanim .xai-heatmap-canvas { display: block; background: #ddd; }
-.xai-camanim .xai-heatmap-progress { position: absolute; left: 0; bottom: 0; height: 4px;
-  background: #2a7ae2; }
-.xai-camanim .xai-heatmap-status { font-size: 11px; min-height: 1.2em; white-space: nowrap; }
-.xai-camanim .xai-heatmap-error { color: #a00; background: #fee; border: 1px solid #e99; padding: 3px 5px;
-  white-space: pre-wrap; max-width: 420px; line-height: 1.3; }
-.xai-camanim-timeline { display: flex; gap: 4px; align-items: center; }
-.xai-camanim-timeline button { font-size: 11px; min-width: 42px; }
-.xai-camanim-scrubber { flex: 1; min-width: 160px; }
-.xai-camanim-label { font-size: 11px; min-height: 1.2em; white-space: nowrap; }
-.xai-camanim-label .best { color: #2ca02c; font-weight: 600; }
-.xai-camanim-tools { display: flex; gap: 6px; align-items: center; font-size: 11px; }
-.xai-camanim-tools input[type=range] { width: 70px; }
-`;
-
 const DEFAULTS = {
-  frames_shape: [0, 0, 0], image_shape: [0, 0], names: [], captions: [], index: 0, best: -1, playing: false,
-  fps: 4, title: "", colormap: "inferno", opacity: 0.6, size: 256, error: "", status: "", progress: null,
-  _colormap_names: [], _road_cursor: null, _road_points: null,
+  frames_shape: [0, 0, 0],
+  image_shape: [0, 0],
+  names: [],
+  captions: [],
+  index: 0,
+  best: -1,
+  playing: false,
+  fps: 4,
+  title: "",
+  colormap: "inferno",
+  opacity: 0.6,
+  size: 256,
+  error: "",
+  status: "",
+  progress: null,
+  _colormap_names: [],
+  _road_cursor: null,
+  _road_points: null,
 };
-
-// The bqplot model behind a widget-reference trait ("IPY_MODEL_<id>"), or null.
-async function referenced(widgetModel, name) {
-  const reference = widgetModel.get(name);
-  const manager = widgetModel.widget_manager;
-  if (typeof reference !== "string" || !manager) return null;
-  try {
-    return await manager.get_model(reference.replace(/^IPY_MODEL_/, ""));
-  } catch {
-    return null;
-  }
-}
 
 function render({ model: widgetModel, el }) {
   const model = withDefaults(widgetModel, DEFAULTS);
   const root = element("div", "xai-camanim", el);
-  element("style", "", root).textContent = STYLE;
   const heat = element("div", "xai-heatmap", root);
   const title = element("div", "xai-heatmap-title", heat);
   const stage = element("div", "xai-heatmap-stage", heat);
@@ -293,6 +279,22 @@ function render({ model: widgetModel, el }) {
     show(index + 1);
   });
   play.addEventListener("click", () => setPlaying(!playing));
+  // Keyboard, with the player focused (click it or Tab to it): arrows step through the layers, Home/End jump
+  // to the first/last, Space plays or pauses. The scrubber and the sliders take arrows themselves.
+  root.tabIndex = 0;
+  root.setAttribute("data-lm-suppress-shortcuts", "true"); // JupyterLab's own arrow/space shortcuts stay off
+  root.addEventListener("keydown", (event) => {
+    if (event.target instanceof HTMLInputElement || event.target instanceof HTMLSelectElement) return;
+    const steps = { ArrowLeft: -1, ArrowDown: -1, ArrowRight: 1, ArrowUp: 1 };
+    const goals = { Home: () => 0, End: () => layers - 1 };
+    if (event.key === " ") setPlaying(!playing);
+    else if (event.key in steps || event.key in goals) {
+      setPlaying(false, { save: playing });
+      show(event.key in steps ? index + steps[event.key] : goals[event.key]());
+    } else return;
+    event.preventDefault();
+    event.stopPropagation();
+  });
   speed.addEventListener("change", () => {
     fps = Number(speed.value);
   });
@@ -310,7 +312,7 @@ function render({ model: widgetModel, el }) {
   let pointsModel = null;
   const onSelected = () => {
     const selected = pointsModel.get("selected");
-    if (selected && selected.length) {
+    if (selected?.length) {
       setPlaying(false, { save: playing });
       show(Number(selected[selected.length - 1]));
     }

@@ -2,8 +2,11 @@
 
 The published tool runs one forward and one backward per layer. Here the gradient CAMs (Grad-CAM, Grad-CAM++,
 XGrad-CAM, LayerCAM, HiResCAM) of all layers come from ONE forward and ONE ``autograd.grad`` over every
-captured activation, Eigen-CAM from the forward alone, and Score-CAM/Ablation-CAM (or any registered layer
-method) layer by layer, batched, with progress.
+captured activation, Eigen-CAM from the forward alone (methods registered with ``multi_layer``), and
+Score-CAM/Ablation-CAM (or any registered layer method) layer by layer, batched, with progress.
+
+(The module is ``xai_widgets.all_layers``, not ``xai_widgets.camanim``: a submodule named like the public
+function ``xw.camanim`` would replace it on the package once imported.)
 
 Normalisation (a display choice, the raw maps are kept):
 
@@ -23,7 +26,6 @@ Example:
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,9 +36,9 @@ from torch import Tensor, nn
 
 from .errors import InputError, LayerError, MethodError
 from .explanation import Explanation
-from .methods.cam import GRADIENT_CAMS, eigencam_map, layer_maps, upsample
-from .model import LayerInfo, ModelAdapter, Target, as_adapter
-from .registry import get_method
+from .methods.cam import upsample
+from .model import LayerInfo, ModelAdapter, Target, as_adapter, gradients_enabled
+from .registry import MethodInfo, get_method, methods
 
 Progress = Callable[[int, int], None] | None
 
@@ -217,6 +219,13 @@ def select_layers(
     return sorted(chosen, key=lambda entry: entry.index)
 
 
+def film_methods() -> list[MethodInfo]:
+    """The registered methods CAManim can film (``every_layer``: a map at every spatial layer), in
+    registration order; a user-registered CAM is among them."""
+    return [info for info in methods() if info.every_layer]
+
+
+@gradients_enabled()
 def camanim(
     model: nn.Module | ModelAdapter,
     x: Tensor,
@@ -235,42 +244,36 @@ def camanim(
         target: class index, one per sample, None for the predicted class, or a callable on the logits.
         method: ``gradcam``, ``gradcam_pp``, ``xgradcam``, ``layercam``, ``hirescam`` (one forward and one
             backward for all layers), ``eigencam`` (one forward), ``scorecam``, ``ablationcam`` or any
-            registered layer method (layer by layer).
+            registered layer method (layer by layer); :func:`film_methods` lists them.
         layers: ``"all"`` or a list of layer names/modules.
         kinds: layer kinds taken by ``"all"``: conv and block outputs by default; add ``"norm"``,
-            ``"activation"`` or ``"pool"``. A module that runs several times (torchvision's shared ReLU) shows
-            the output of its last call.
+            ``"activation"`` or ``"pool"``. A module that runs several times (torchvision's shared ReLU) has
+            one layer per call (``layer1.0.relu#1``, then ``layer1.0.relu`` for the last call).
         progress: ``progress(done, total)``; may raise ``Cancelled``.
-        batch_size: forwards per chunk for Score-CAM/Ablation-CAM.
+        batch_size: forwards per chunk for methods that take one (Score-CAM/Ablation-CAM).
 
     Returns:
         A CAManimResult; ``.local()``, ``.global_()``, ``.road()``, ``.save(path)``.
+
+    Works inside ``torch.no_grad()`` and ``torch.inference_mode()`` (gradients are enabled for the call).
     """
     adapter = as_adapter(model)
     info = get_method(method)
-    if method == "cam":
-        raise MethodError(
-            "cam is defined only at the layer followed by global average pooling; use gradcam, which equals "
-            "CAM there and generalises it to every layer"
-        )
     if not info.needs_layer:
         raise MethodError(f"CAManim needs a layer method (family 'cam'); {method!r} works on the input")
+    if not info.every_layer:
+        films = ", ".join(i.name for i in film_methods())
+        raise MethodError(
+            f"{method!r} has no map at every layer (e.g. cam is defined only at the layer followed by global "
+            f"average pooling; use gradcam, which equals CAM there); CAManim films {films}"
+        )
     x = adapter.prepare(x)
     entries = select_layers(adapter, layers, kinds)
     names = [entry.name for entry in entries]
     with adapter.evaluating():
         resolved = adapter.resolve_target(target, x)
-        if method in GRADIENT_CAMS:
-            raw, score, resolved = layer_maps(adapter, x, resolved, names, method)
-            if progress is not None:
-                progress(len(names), len(names))
-        elif method == "eigencam":
-            capture = adapter.capture(x, names, resolved, grads=False)
-            missing = [name for name in names if name not in capture.acts]
-            if missing:
-                raise LayerError(f"layer(s) {', '.join(missing)} did not run in the forward pass")
-            raw = {name: eigencam_map(capture.acts[name]) for name in names}
-            score = capture.score
+        if info.multi_layer is not None:
+            raw, score = info.multi_layer(adapter, x, resolved, names)
             if progress is not None:
                 progress(len(names), len(names))
         else:
@@ -297,32 +300,30 @@ def _per_layer(
     adapter: ModelAdapter,
     x: Tensor,
     target: Any,
-    info: Any,
+    info: MethodInfo,
     entries: list[LayerInfo],
     progress: Progress,
     batch_size: int,
 ) -> tuple[dict[str, Tensor], Tensor]:
     """Layer-by-layer maps of a method without a single-pass form (Score-CAM, Ablation-CAM, user methods).
 
-    Progress counts forwards for the batched perturbation CAMs (N·K per layer) and layers otherwise.
+    Progress counts forwards for methods with a ``batch_size`` (N·K per layer: perturbation CAMs) and layers
+    otherwise; a method that reports its own progress is scaled into its layer's share.
     """
-    params = inspect.signature(info.fn).parameters
-    batched = "batch_size" in params and "progress" in params
     n = x.shape[0]
-    sizes = [n * entry.out_shape[0] if batched else 1 for entry in entries]
+    sizes = [n * entry.out_shape[0] if info.takes_batch_size else 1 for entry in entries]
     total, done = sum(sizes), 0
     raw: dict[str, Tensor] = {}
     score = None
     for entry, size in zip(entries, sizes):
-        options: dict[str, Any] = {}
-        if batched:
-            offset = done
+        options: dict[str, Any] = {"batch_size": batch_size} if info.takes_batch_size else {}
+        if info.takes_progress:
 
-            def report(step: int, _total: int, offset: int = offset) -> None:
+            def report(step: int, steps: int, offset: int = done, size: int = size) -> None:
                 if progress is not None:
-                    progress(offset + step, total)
+                    progress(offset + (size * step) // max(steps, 1), total)
 
-            options = {"batch_size": batch_size, "progress": report}
+            options["progress"] = report
         result = info.fn(adapter, x, target, layer=entry.name, **options)
         if isinstance(result, Explanation):
             layer_map = result.layer_map if result.layer_map is not None else result.attribution
@@ -333,7 +334,7 @@ def _per_layer(
             raise MethodError(f"method {info.name!r} returned no N×h×w map at layer {entry.name!r}")
         raw[entry.name] = layer_map.detach()
         done += size
-        if progress is not None and not batched:
+        if progress is not None and not info.takes_progress:
             progress(done, total)
     if score is None:
         with torch.no_grad():

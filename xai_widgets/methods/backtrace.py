@@ -1,0 +1,721 @@
+"""DLBacktrace (Sankarapu et al. 2024, arXiv 2411.12643): deterministic relevance through every node of the model.
+
+Relevance starts at the target output (``multiplier``, default 1; the paper's examples use 100) and is sent back
+through the real graph of one eager forward: no baseline, no sampling, no auxiliary model, so the same input
+always gets the same map. The driver is LRP's (:mod:`.lrp`): rules on modules are forward hooks whose custom
+autograd function carries the rule as its backward, functional operations get theirs through
+:mod:`.intercept`, and one ``torch.autograd.grad`` returns the input relevance. An operation with no rule
+raises UnsupportedModelError naming it and the module it runs in.
+
+**Units.** A node that sums contributions is a unit: Linear/Conv (grouped and depthwise too; c_ij = w_ji x_i,
+bias b_j, a BatchNorm right after it folded in: W' = diag(a) W, b' = a(b − μ) + β), a BatchNorm on its own
+(c = a x), a residual add or subtraction (c = each branch, a constant operand is a bias), and average pooling,
+adaptive average pooling, ``mean``, ``sum`` and nearest/linear interpolation (c = w x with w ≥ 0). With
+P_j = Σ_i c_ij⁺, N_j = Σ_i |c_ij⁻|, b⁺ = max(b, 0), b⁻ = max(−b, 0) and the net input t_j = P_j + b⁺ − N_j − b⁻:
+
+- default: R_i = Σ_j R_j |c_ij| / D_j with D_j = P'_j + N'_j + |b_j|: positive and negative contributors both
+  receive positive relevance in proportion to the magnitude of their contribution, as in the authors' MIT
+  releases; the bias keeps R_j |b_j| / D_j (reported in the ledger, not passed on). Known answer: x = [1, 2, 3],
+  W = [[.5, .3, .2], [.1, .4, .5]], b = [.1, .2], R = [0, 100] → [3.8462, 30.7692, 57.6923].
+- saturation: P', N' are P, N after the activation that reads the unit's output has had its say. With the
+  activation's range (l, u): t < l → P' = 0 (the unit cannot be pushed further down, so the contributors pushing
+  it up carry nothing), t > u → N' = 0; the other side then takes the unit's relevance less the bias share.
+  A non-monotonic activation f (swish, GELU, hardswish) also compares f(t), f(P + b⁺) and f(−(N + b⁻)) where
+  both sides are non-zero and drops the side that does not change the output (exact equality, as the authors).
+- contrastive: two streams, R⁺ from the target and R⁻ from the other classes (rescaled to the same total).
+  Where t_j > 0 the positive contributors carry R⁺_j (∝ c_ij / (P'_j + b⁺_j)) and the negative ones R⁻_j
+  (∝ |c_ij| / (N'_j + b⁻_j)); where t_j ≤ 0 the roles swap; a unit whose contributions all have one sign
+  sends both streams to them (as the authors' code does). The map is R⁺ − R⁻. This applies at the
+  weighted units (Linear/Conv, BatchNorm folded in), as in the paper; adds, pooling and a lone BatchNorm
+  (one contributor per unit) split each stream by magnitude as in the default mode: there every contribution
+  after a ReLU is positive, so the stream rule would drop R⁻ at the first global average pool.
+
+**Activation table** (``ACTIVATIONS``, range (l, u); the activation itself passes relevance unchanged):
+
+- ReLU (0, —), the authors'. Their code tests a bound's truthiness, so the bound 0 is never applied there. We
+  apply it, deliberately: a unit with t < 0 outputs 0 and every rule here gives a zero input zero relevance,
+  so such a unit receives none and no map changes; the table then states what ReLU does.
+- ReLU6 (0, 6) and hardtanh (its own limits): ours, exactly flat outside.
+- LeakyReLU (—, —): ours, strictly monotonic and unbounded, no saturation.
+- sigmoid (−4, 4), tanh (−2, 2): the authors'. hardsigmoid (−3, 3): ours, exactly flat outside.
+- SiLU/swish (−6, —), non-monotonic: the authors'.
+- GELU (−3.53, —), non-monotonic: ours; swish's −6 carried over by GELU(x) ≈ x σ(1.702 x), i.e. −6 / 1.702.
+- hardswish (−3, —), non-monotonic: ours, exactly 0 below −3.
+
+Any other operation on the signal (softmax, LayerNorm, exp, a product of two activations that is no gate, …)
+raises UnsupportedModelError naming it and its module.
+
+**Other nodes.** Max pooling (module or functional, adaptive too) routes each window's relevance to its winner
+(torch's index: the first maximum where tied); concatenation, ``split``/``chunk``, indexing, flatten, view,
+reshape, permute, squeeze, dropout and identity pass relevance through (their gradient is exactly that
+routing); a product with a constant or division by one passes it through; an elementwise gate multiply
+(squeeze-excitation) gives all of it to the signal (:mod:`.gating`, signal-take-all).
+
+**Ledger** (``extras['ledger']``): for every node, in forward order, the relevance that reached its output
+(``reached``), what it passed to its inputs (``passed``) and what it kept (``absorbed`` = reached − passed: the
+bias share, plus relevance stopped by saturation); ``extras['bias_absorbed']`` sums it, so Σ R_in +
+bias_absorbed = the start relevance, exactly for a bias-free ReLU network (0 absorbed).
+
+Speed: one forward, plus per unit one extra forward with |W| on the layer's input and one transposed product
+(two where saturation or contrast treat the two sides differently); contrastive mode runs two backward
+passes over one forward.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..errors import MethodError, UnsupportedModelError
+from ..explanation import Explanation
+from ..model import ModelAdapter
+from ..registry import register_method
+from .canonizers import AVERAGE_MODULES, MergeBatchNorm, inplace_error
+from .gating import gate_multiply, gate_operands
+from .intercept import ModuleStack, OpCall, OpRules, tensors
+from .rules import Affine, Ledger, LinearRule, derived_weight
+
+
+# ------------------------------------------------------------------------------------------- activations
+@dataclass(frozen=True)
+class Saturation:
+    """The range (lower, upper) beyond which an activation saturates; ``function`` for non-monotonic ones."""
+
+    name: str
+    lower: float | None = None
+    upper: float | None = None
+    function: Callable[[Tensor], Tensor] | None = None
+    gate: bool = False
+
+
+RELU = Saturation("relu", 0.0)
+RELU6 = Saturation("relu6", 0.0, 6.0)
+LEAKY_RELU = Saturation("leaky_relu")
+SIGMOID = Saturation("sigmoid", -4.0, 4.0, gate=True)
+TANH = Saturation("tanh", -2.0, 2.0)
+HARDSIGMOID = Saturation("hardsigmoid", -3.0, 3.0, gate=True)
+SILU = Saturation("silu", -6.0, None, F.silu)
+GELU = Saturation("gelu", -6.0 / 1.702, None, F.gelu)
+HARDSWISH = Saturation("hardswish", -3.0, None, F.hardswish)
+
+ACTIVATIONS: dict[Any, Saturation] = {
+    **dict.fromkeys((F.relu, torch.relu, Tensor.relu, F.relu_, torch.relu_, Tensor.relu_), RELU),
+    F.relu6: RELU6,
+    **dict.fromkeys((F.leaky_relu, F.leaky_relu_), LEAKY_RELU),
+    **dict.fromkeys((torch.sigmoid, Tensor.sigmoid, F.sigmoid, Tensor.sigmoid_, torch.sigmoid_), SIGMOID),
+    **dict.fromkeys((torch.tanh, Tensor.tanh, F.tanh, Tensor.tanh_, torch.tanh_), TANH),
+    F.hardsigmoid: HARDSIGMOID,
+    F.silu: SILU,
+    F.gelu: GELU,
+    F.hardswish: HARDSWISH,
+}
+
+
+def _saturation(call: OpCall) -> Saturation:
+    if call.func is F.hardtanh:
+        low = call.kwargs.get("min_val", call.args[1] if len(call.args) > 1 else -1.0)
+        high = call.kwargs.get("max_val", call.args[2] if len(call.args) > 2 else 1.0)
+        return Saturation("hardtanh", float(low), float(high))
+    if call.func is F.gelu and call.kwargs.get("approximate", "none") != "none":
+        return Saturation("gelu", GELU.lower, None, lambda t: F.gelu(t, approximate="tanh"))
+    return ACTIVATIONS[call.func]
+
+
+# --------------------------------------------------------------------------------------------- unit rule
+def _ratio(r: Tensor, d: Tensor) -> Tensor:
+    """r / d where d > 0, else 0 (a unit with nothing to share keeps its relevance)."""
+    positive = d > 0
+    return torch.where(positive, r / torch.where(positive, d, 1.0), 0.0)
+
+
+def coefficients(
+    r: Tensor,
+    p: Tensor,
+    n: Tensor,
+    t: Tensor,
+    bias: Tensor | float,
+    activation: Saturation | None,
+    stream: int = 0,
+) -> tuple[Tensor, Tensor]:
+    """(α, β): what each unit gives per unit of |contribution| to its positive and its negative contributors.
+
+    ``r``: relevance at the units; ``p``/``n``: the sums of positive and |negative| contributions; ``t``: the net
+    input (bias included); ``bias``: the bias (broadcastable); ``stream``: 0 for the default mode, +1/−1 for the
+    positive/negative stream of the contrastive mode. α is β (the same tensor) when the two sides are treated
+    alike, so the caller can use one transposed product.
+    """
+    bias = torch.as_tensor(bias, dtype=r.dtype, device=r.device)
+    b_pos, b_neg = bias.clamp(min=0), (-bias).clamp(min=0)
+    keep_p = keep_n = None
+    if activation is not None:
+        if activation.lower is not None:
+            keep_p = t >= activation.lower
+        if activation.upper is not None:
+            keep_n = t <= activation.upper
+        if activation.function is not None:
+            f = activation.function
+            both = (p > 0) & (n > 0)
+            if keep_p is not None:
+                both &= keep_p
+            if keep_n is not None:
+                both &= keep_n
+            f_t = f(t)
+            drop_n = both & (f_t == f(p + b_pos))
+            drop_p = both & ~drop_n & (f_t == f(-(n + b_neg)))
+            keep_n = ~drop_n if keep_n is None else keep_n & ~drop_n
+            keep_p = ~drop_p if keep_p is None else keep_p & ~drop_p
+    p_kept = p if keep_p is None else torch.where(keep_p, p, 0.0)
+    n_kept = n if keep_n is None else torch.where(keep_n, n, 0.0)
+    if stream == 0:
+        share = _ratio(r, p_kept + n_kept + bias.abs())
+        if keep_p is None and keep_n is None:
+            return share, share
+        alpha = share if keep_p is None else torch.where(keep_p, share, 0.0)
+        beta = share if keep_n is None else torch.where(keep_n, share, 0.0)
+        # where saturation dropped a side the unit usually has no relevance to give (a ReLU below 0 outputs 0,
+        # so nothing downstream sends it any): then both sides get the same and one product serves
+        return (alpha, alpha) if torch.equal(alpha, beta) else (alpha, beta)
+    up = t > 0
+    carry_p = up if stream > 0 else ~up
+    # a unit whose contributions all have one sign sends both streams there (as the authors' code does)
+    carry_p = torch.where(n_kept == 0, p_kept > 0, torch.where(p_kept == 0, False, carry_p))
+    alpha = torch.where(carry_p, _ratio(r, p_kept + b_pos), 0.0)
+    beta = torch.where(carry_p, 0.0, _ratio(r, n_kept + b_neg))
+    if keep_p is not None:
+        alpha = torch.where(keep_p, alpha, 0.0)
+    if keep_n is not None:
+        beta = torch.where(keep_n, beta, 0.0)
+    return alpha, beta
+
+
+def _unsaturated(r: Tensor, t: Tensor, activation: Saturation | None) -> bool:
+    """True when ``activation`` drops no side at any unit that has relevance (a monotonic activation's range
+    test on t only; non-monotonic ones need P and N, so they never take this shortcut)."""
+    if activation is None:
+        return True
+    if activation.function is not None:
+        return False
+    dropped = None
+    if activation.lower is not None:
+        dropped = t < activation.lower
+    if activation.upper is not None:
+        above = t > activation.upper
+        dropped = above if dropped is None else dropped.logical_or_(above)
+    return dropped is None or not bool(dropped.logical_and_(r != 0).any())
+
+
+def _split(x: Tensor, alpha: Tensor, beta: Tensor, transpose: Callable[[Tensor], Tensor]) -> Tensor:
+    """Σ_j α_j c_ij⁺ + β_j |c_ij⁻| for contributions c = w x with w ≥ 0 (transpose: s ↦ Jᵀs)."""
+    if alpha is beta:
+        return transpose(alpha).mul_(x.abs())
+    if bool(x.amin() >= 0):
+        return transpose(alpha).mul_(x)
+    return x.clamp(min=0) * transpose(alpha) - x.clamp(max=0) * transpose(beta)
+
+
+@dataclass
+class _Cell:
+    """What the forward learnt about one unit: the activation that reads its output."""
+
+    activation: Saturation | None = None
+    readers: int = 0
+
+
+class _State:
+    """Shared by the rules of one backtrace call."""
+
+    def __init__(self) -> None:
+        self.stream = 0
+        self.reached, self.passed = Ledger(), Ledger()
+        self.units: dict[int, tuple[Tensor, _Cell]] = {}
+        self.cells: dict[int, tuple[Any, _Cell]] = {}
+        self.gates: dict[int, Tensor] = {}
+        self.cache: dict[int, tuple[Tensor, Tensor]] = {}
+
+    def unit(self, out: Tensor, key: Any) -> _Cell:
+        cell = _Cell()
+        self.units[id(out)] = (out, cell)
+        self.cells[id(key)] = (key, cell)
+        return cell
+
+    def cell(self, key: Any) -> _Cell | None:
+        hit = self.cells.get(id(key))
+        return hit[1] if hit is not None and hit[0] is key else None
+
+    def read(self, x: Tensor, activation: Saturation | None) -> None:
+        """The forward applied ``activation`` to ``x``: if ``x`` is a unit's output, that unit saturates so."""
+        hit = self.units.get(id(x))
+        if hit is None or hit[0] is not x:
+            return
+        cell = hit[1]
+        cell.readers += 1
+        # a unit read by two different activations has no single range: no saturation
+        cell.activation = activation if cell.readers == 1 else None
+
+    def forward_done(self) -> None:
+        self.units.clear()
+        self.gates.clear()
+        self.passed.close()
+
+    def ledgers(self) -> dict[str, dict[str, Tensor]]:
+        table = {}
+        for name in self.reached.totals:
+            reached, passed = self.reached.totals[name], self.passed.totals.get(name)
+            if reached is None or passed is None:
+                continue
+            table[name] = {"reached": reached, "passed": passed, "absorbed": reached - passed}
+        return table
+
+    def restart(self, stream: int) -> None:
+        self.stream = stream
+        self.reached.totals = dict.fromkeys(self.reached.totals)
+        self.passed.totals = dict.fromkeys(self.passed.totals)
+
+
+# ------------------------------------------------------------------------------------------ affine units
+def _weight(layer: Affine, key: str, make: Callable[[], Tensor]) -> Tensor:
+    if layer.param is None:
+        with torch.no_grad():
+            return make()
+    return derived_weight(layer.param, ("backtrace", key), make, layer.scale)
+
+
+class BacktraceAffine(LinearRule):
+    """The DLBacktrace rule of a Linear/Conv/BatchNorm unit (module docstring): R_i = Σ_j α_j c_ij⁺ + β_j |c_ij⁻|.
+
+    P and N come from A = |W| |x| and the forward's z: P = (A + z − b)/2, N = (A − z + b)/2, so the rule costs
+    one extra product with |W| and one transposed product (one over [W; W⁺] stacked when α ≠ β).
+    """
+
+    def __init__(self, state: _State) -> None:
+        self.state = state
+
+    def attach(self, layer: Affine, x: Tensor, z: Tensor) -> Tensor:
+        out = super().attach(layer, x, z)
+        if out is not z:
+            self.state.reached.slot(self.name)
+            self.state.unit(out, layer)
+        return out
+
+    def relevance(self, layer: Affine, x: Tensor, z: Tensor, r: Tensor) -> Tensor:
+        state = self.state
+        state.reached.add(self.name, r)
+        cell = state.cell(layer)
+        activation = cell.activation if cell else None
+        bias = layer.bias_as(z)
+        stream = 0 if layer.elementwise else state.stream
+        absolute = _weight(layer, "abs", lambda: layer.weight.abs())
+        cached = state.cache.get(id(layer))
+        if cached is None:
+            size = x.abs()
+            magnitude = layer.linear(size, absolute)
+            if stream == 0 and _unsaturated(r, z, activation):
+                # the common case: no unit with relevance is saturated, so D = Σ|c| + |b| and one product
+                share = _ratio(r, magnitude.add_(torch.as_tensor(bias).abs()))
+                return layer.transpose(share, absolute, x).mul_(size)
+            net = z - bias
+            p = (magnitude + net).mul_(0.5).clamp_(min=0)
+            n = (magnitude - net).mul_(0.5).clamp_(min=0)
+            state.cache[id(layer)] = (p, n)
+        else:
+            p, n = cached
+        alpha, beta = coefficients(r, p, n, z, bias, activation, stream)
+        if alpha is beta:
+            return layer.transpose(alpha, absolute, x).mul_(x.abs())
+        # with |W⁻| = W⁺ − W: the positive contributions of x⁺ and the negative ones of x⁻ get
+        # up = W⁺ᵀα + |W⁻|ᵀβ = W⁺ᵀ(α + β) − Wᵀβ, the others down = |W⁻|ᵀα + W⁺ᵀβ = up + Wᵀ(β − α)
+        up = layer.transpose_sum(-beta, alpha + beta, 1.0, x)
+        if bool(x.amin() >= 0):
+            return up.mul_(x)
+        down = layer.transpose(beta - alpha, layer.weight, x).add_(up)
+        return x.clamp(min=0) * up - x.clamp(max=0) * down
+
+
+# -------------------------------------------------------------------------------------- functional units
+class _SumUnit(torch.autograd.Function):
+    """z = Σ_k a_k x_k + bias (a residual add); the backward is the unit rule over the terms."""
+
+    @staticmethod
+    def forward(ctx: Any, value: Tensor, info: tuple, *terms: Tensor) -> Tensor:
+        ctx.info = info
+        ctx.save_for_backward(value, *terms)
+        return value
+
+    @staticmethod
+    def backward(ctx: Any, r: Tensor) -> tuple:
+        value, *terms = ctx.saved_tensors
+        (coefs, bias, state, name, cell) = ctx.info
+        with torch.no_grad():
+            parts = [(c * term).expand_as(value) for c, term in zip(coefs, terms)]
+            p = sum(part.clamp(min=0) for part in parts)
+            n = sum((-part).clamp(min=0) for part in parts)
+            alpha, beta = coefficients(r, p, n, value, bias, cell.activation)
+            out = []
+            for part, term in zip(parts, terms):
+                if alpha is beta:
+                    rel = alpha * part.abs()
+                else:
+                    rel = alpha * part.clamp(min=0) + beta * (-part).clamp(min=0)
+                out.append(rel.sum_to_size(term.shape))
+        state.reached.add(name, r)
+        state.passed.add(name, *out)
+        return (None, None, *out)
+
+
+class _PositiveUnit(torch.autograd.Function):
+    """z = op(x) for a linear op with non-negative weights (average pooling, mean, sum, interpolation)."""
+
+    @staticmethod
+    def forward(ctx: Any, value: Tensor, x: Tensor, info: tuple) -> Tensor:
+        ctx.info = info
+        ctx.save_for_backward(value, x)
+        return value
+
+    @staticmethod
+    def backward(ctx: Any, r: Tensor) -> tuple:
+        value, x = ctx.saved_tensors
+        op, state, name, cell = ctx.info
+
+        def transpose(s: Tensor) -> Tensor:
+            with torch.enable_grad():
+                leaf = x.detach().requires_grad_(True)
+                return torch.autograd.grad(op(leaf), leaf, s)[0]
+
+        with torch.no_grad():
+            magnitude = op(x.abs())
+            p = (magnitude + value).mul_(0.5).clamp_(min=0)
+            n = (magnitude - value).mul_(0.5).clamp_(min=0)
+            alpha, beta = coefficients(r, p, n, value, 0.0, cell.activation)
+            out = _split(x, alpha, beta, transpose)
+        state.reached.add(name, r)
+        state.passed.add(name, out)
+        return None, out, None
+
+
+class _Through(torch.autograd.Function):
+    """Relevance passes unchanged (summed over broadcast dimensions): activations, scaling by a constant."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, value: Tensor) -> Tensor:
+        ctx.shape = x.shape
+        return value
+
+    @staticmethod
+    def backward(ctx: Any, r: Tensor) -> tuple[Tensor, None]:
+        return r.sum_to_size(ctx.shape), None
+
+
+_ADD = {torch.add, Tensor.add, Tensor.add_, Tensor.__add__, Tensor.__radd__, Tensor.__iadd__}
+_SUB = {torch.sub, Tensor.sub, Tensor.sub_, Tensor.__sub__, Tensor.__isub__, torch.subtract, Tensor.subtract}
+_RSUB = {Tensor.__rsub__, torch.rsub}
+_AVERAGE = {
+    torch.mean,
+    Tensor.mean,
+    torch.sum,
+    Tensor.sum,
+    F.avg_pool1d,
+    F.avg_pool2d,
+    F.avg_pool3d,
+    F.adaptive_avg_pool1d,
+    F.adaptive_avg_pool2d,
+    F.adaptive_avg_pool3d,
+    F.interpolate,
+}
+_MUL = {torch.mul, Tensor.mul, Tensor.mul_, Tensor.__mul__, Tensor.__rmul__, Tensor.__imul__, torch.multiply}
+_DIV = {torch.div, Tensor.div, Tensor.div_, Tensor.__truediv__, Tensor.__itruediv__, torch.divide}
+# relevance follows the gradient: pure routing (each output is one input, or a max over inputs)
+PASS = {
+    torch.flatten, Tensor.flatten, Tensor.unflatten, torch.unflatten, Tensor.view, Tensor.view_as,
+    Tensor.reshape, torch.reshape, Tensor.reshape_as, Tensor.permute, torch.permute, Tensor.transpose,
+    torch.transpose, Tensor.movedim, torch.movedim, Tensor.contiguous, Tensor.squeeze, torch.squeeze,
+    Tensor.unsqueeze, torch.unsqueeze, torch.cat, torch.concat, torch.concatenate, torch.stack, Tensor.split,
+    torch.split, Tensor.chunk, torch.chunk, torch.unbind, Tensor.unbind, Tensor.__getitem__, Tensor.narrow,
+    torch.narrow, Tensor.select, Tensor.expand, Tensor.expand_as, Tensor.repeat, Tensor.clone, torch.clone,
+    Tensor.to, Tensor.float, Tensor.type_as, F.dropout, F.dropout1d, F.dropout2d, F.dropout3d,
+    F.alpha_dropout, F.feature_alpha_dropout, F.max_pool1d, F.max_pool2d, F.max_pool3d,
+    F.max_pool1d_with_indices, F.max_pool2d_with_indices, F.max_pool3d_with_indices, F.adaptive_max_pool1d,
+    F.adaptive_max_pool2d, F.adaptive_max_pool3d, F.adaptive_max_pool1d_with_indices,
+    F.adaptive_max_pool2d_with_indices, F.adaptive_max_pool3d_with_indices, F.pad, torch.amax, Tensor.amax,
+    torch.max, Tensor.max,
+}  # fmt: skip
+# read without passing relevance on (comparisons, indices, conversions to Python)
+READ = {
+    Tensor.__bool__, Tensor.__len__, Tensor.item, Tensor.tolist, Tensor.__format__, Tensor.__repr__,
+    Tensor.__hash__, Tensor.argmax, torch.argmax, Tensor.argmin, torch.argmin, torch.isfinite, torch.isnan,
+    Tensor.any, Tensor.all, torch.any, torch.all, Tensor.__gt__, Tensor.__lt__, Tensor.__ge__, Tensor.__le__,
+    Tensor.__eq__, Tensor.__ne__, Tensor.gt, Tensor.lt, Tensor.ge, Tensor.le, Tensor.eq, Tensor.ne,
+    torch.zeros_like, torch.ones_like, torch.empty_like, torch.full_like, Tensor.new_zeros, Tensor.new_ones,
+    Tensor.new_empty, Tensor.new_full, Tensor.type, Tensor.cpu, Tensor.numpy,
+}  # fmt: skip
+RULE_MODULES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+
+
+class _Ops:
+    """The handlers for functional operations, and the check that every other operation has a rule."""
+
+    def __init__(self, state: _State, source: Tensor, method: str) -> None:
+        self.state, self.source, self.method = state, source, method
+        self.stack: ModuleStack | None = None
+        handlers: dict[Any, Callable] = dict.fromkeys(ACTIVATIONS, self._activation)
+        handlers[F.hardtanh] = self._activation
+        handlers.update(dict.fromkeys(_ADD | _SUB | _RSUB, self._sum))
+        handlers.update(dict.fromkeys(_AVERAGE, self._average))
+        handlers.update(dict.fromkeys(_MUL | _DIV, self._product))
+        self.handlers = handlers
+
+    def tracked(self, t: Any) -> bool:
+        return isinstance(t, Tensor) and t.requires_grad and (t.grad_fn is not None or t is self.source)
+
+    def observe(self, func: Any, args: tuple, kwargs: dict) -> None:
+        """Raise UnsupportedModelError for an operation on the signal that has no rule."""
+        if func in self.handlers or func in PASS or func in READ:
+            return
+        module, _ = self.stack.current()
+        if isinstance(module, RULE_MODULES):
+            return
+        if any(self.tracked(t) for t in tensors(args, kwargs)):
+            raise UnsupportedModelError(
+                f"{self.method} has no rule for {getattr(func, '__name__', func)!s} in {self.stack.where()}; "
+                "rules exist for Linear/Conv/BatchNorm, the activations ReLU, ReLU6, LeakyReLU, sigmoid, tanh, "
+                "hardsigmoid, hardtanh, SiLU, GELU and hardswish, adds, average and max pooling, mean/sum, "
+                "gate products and reshaping operations"
+            )
+
+    def _name(self, call: OpCall, label: str) -> str:
+        return f"{call.name or 'model'} ({label})"
+
+    def _activation(self, call: OpCall) -> Any:
+        x = call.args[0] if call.args else None
+        if not self.tracked(x):
+            return NotImplemented
+        spec = _saturation(call)
+        self.state.read(call._target if call.inplace else x, spec)
+        value = call.run()
+        out = _Through.apply(x, value.detach())
+        if spec.gate:
+            self.state.gates[id(out)] = out
+        return call.finish(out)
+
+    def _sum(self, call: OpCall) -> Any:
+        a, b = (*call.args, None, None)[:2]
+        alpha = call.kwargs.get("alpha", 1)
+        if call.func in _SUB:
+            coefs = (1.0, -float(alpha))
+        elif call.func in _RSUB:
+            coefs = (-float(alpha), 1.0)
+        else:
+            coefs = (1.0, float(alpha))
+        terms, kept, bias = [], [], 0.0
+        for operand, coef in zip((a, b), coefs):
+            if self.tracked(operand):
+                terms.append(operand)
+                kept.append(coef)
+            elif isinstance(operand, Tensor):
+                bias = bias + coef * operand.detach()
+            elif isinstance(operand, (int, float)):
+                bias = bias + coef * operand
+            else:
+                return NotImplemented
+        if not terms:
+            return NotImplemented
+        value = call.run().detach()
+        name = self._name(call, "+" if call.func in _ADD else "−")
+        state = self.state
+        state.reached.slot(name)
+        state.passed.slot(name)
+        cell = _Cell()
+        bias = bias.expand_as(value) if isinstance(bias, Tensor) else bias
+        out = _SumUnit.apply(value, (tuple(kept), bias, state, name, cell), *terms)
+        state.units[id(out)] = (out, cell)
+        return call.finish(out)
+
+    def _average(self, call: OpCall) -> Any:
+        x = call.args[0] if call.args else None
+        if not self.tracked(x):
+            return NotImplemented
+        if call.func is F.interpolate:
+            mode = call.kwargs.get("mode", call.args[3] if len(call.args) > 3 else "nearest")
+            if mode not in ("nearest", "linear", "bilinear", "trilinear", "area", "nearest-exact"):
+                raise UnsupportedModelError(
+                    f"{self.method} cannot handle {call.where()}: interpolation mode {mode!r} has negative "
+                    "weights; nearest, (bi/tri)linear and area are supported"
+                )
+        func, rest, kwargs = call.func, call.args[1:], call.kwargs
+
+        def op(t: Tensor) -> Tensor:
+            return func(t, *rest, **kwargs)
+
+        value = call.run().detach()
+        name = call.name if isinstance(call.module, AVERAGE_MODULES) else self._name(call, func.__name__)
+        state = self.state
+        state.reached.slot(name)
+        state.passed.slot(name)
+        cell = _Cell()
+        out = _PositiveUnit.apply(value, x, (op, state, name, cell))
+        state.units[id(out)] = (out, cell)
+        return call.finish(out)
+
+    def _product(self, call: OpCall) -> Any:
+        a, b = (*call.args, None, None)[:2]
+        if call.func is Tensor.__rmul__:
+            a, b = b, a
+        a_tracked, b_tracked = self.tracked(a), self.tracked(b)
+        if a_tracked and b_tracked:
+            pair = gate_operands(a, b, self.state.gates) if call.func in _MUL else None
+            if pair is None:
+                raise UnsupportedModelError(
+                    f"{self.method} cannot handle {call.where()}: it multiplies or divides two activations "
+                    f"({getattr(call.func, '__name__', call.func)}) and neither is a recognisable gate (a "
+                    "broadcast scale or a sigmoid-like output); only gate products have a rule"
+                )
+            name = self._name(call, "gate ×")
+            state = self.state
+            state.reached.slot(name)
+            state.passed.slot(name)
+
+            def record(r: Tensor, r_signal: Tensor, r_gate: Tensor) -> None:
+                state.reached.add(name, r)
+                state.passed.add(name, r_signal, r_gate)
+
+            return call.finish(gate_multiply(*pair, share=0.0, record=record))
+        if a_tracked or b_tracked:
+            x = a if a_tracked else b
+            if call.func in _DIV and not a_tracked:
+                raise UnsupportedModelError(
+                    f"{self.method} cannot handle {call.where()}: it divides by an activation"
+                )
+            return call.finish(_Through.apply(x, call.run().detach()))
+        return NotImplemented
+
+
+# ------------------------------------------------------------------------------------------------ driver
+def _assign(model: nn.Module, state: _State) -> dict[nn.Module, Any]:
+    merge = MergeBatchNorm()
+    assignment: dict[nn.Module, Any] = {}
+    for name, module in model.named_modules():
+        if isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+            assignment[module] = merge.track(BacktraceAffine(state).bind(name or "model", state.passed))
+        elif isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)):
+            assignment[module] = merge.norm(BacktraceAffine(state).bind(name or "model", state.passed))
+    return assignment
+
+
+def _seeds(logits: Tensor, score: Tensor, target: Any, multiplier: float) -> tuple[Tensor, Tensor]:
+    """Start relevance of the positive stream (``multiplier`` at the target; for a callable target, the
+    score's gradient w.r.t. the logits, scaled) and of the negative stream (the other classes, uniform,
+    rescaled to the same total)."""
+    if isinstance(target, Tensor):
+        positive = torch.zeros_like(logits).scatter_(1, target.view(-1, 1), multiplier)
+    else:
+        (grad,) = torch.autograd.grad(score.sum(), logits, retain_graph=True)
+        positive = grad.detach() * multiplier
+    others = (positive == 0).to(logits.dtype)
+    total = positive.abs().sum(1, keepdim=True)
+    negative = others * _ratio(total, others.sum(1, keepdim=True))
+    return positive, negative
+
+
+def _map(relevance: Tensor) -> Tensor:
+    return relevance.sum(1) if relevance.ndim > 2 else relevance
+
+
+def attribute(
+    adapter: ModelAdapter, x: Tensor, target: Any, multiplier: float, contrastive: bool
+) -> Explanation:
+    """Input relevance by DLBacktrace: one forward with the rules, one backward per stream."""
+    method = "backtrace_contrastive" if contrastive else "backtrace"
+    source = x.detach().clone().requires_grad_(True)
+    state = _State()
+    ops = _Ops(state, source, method)
+    assignment = _assign(adapter.model, state)
+    try:
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(adapter.evaluating())
+            stack.enter_context(adapter.rules(assignment))
+            ops.stack = stack.enter_context(ModuleStack(adapter.model))
+            stack.enter_context(OpRules(ops.handlers, stack=ops.stack, observe=ops.observe))
+            try:
+                logits = adapter.forward(source)
+            finally:
+                state.forward_done()
+        score = adapter.score(logits, target)
+        positive_seed, negative_seed = _seeds(logits, score, target, multiplier)
+        state.restart(1 if contrastive else 0)
+        (positive,) = torch.autograd.grad(
+            (logits * positive_seed).sum(), source, retain_graph=contrastive, allow_unused=True
+        )
+        positive = torch.zeros_like(x) if positive is None else positive
+        ledger = state.ledgers()
+        negative, negative_ledger = None, None
+        if contrastive:
+            state.restart(-1)
+            (negative,) = torch.autograd.grad((logits * negative_seed).sum(), source, allow_unused=True)
+            negative = torch.zeros_like(x) if negative is None else negative
+            negative_ledger = state.ledgers()
+    except RuntimeError as error:
+        unsupported = inplace_error(method, error)
+        if unsupported is None:
+            raise
+        raise unsupported from error
+    finally:
+        state.cache.clear()
+        state.cells.clear()
+    relevance = positive if negative is None else positive - negative
+    extras: dict[str, Any] = {
+        "ledger": ledger,
+        "layer_relevance": {name: row["passed"] for name, row in ledger.items()},
+        "bias_absorbed": _absorbed(ledger, positive),
+        "output_relevance": positive_seed.sum(1),
+        "input_relevance": positive.flatten(1).sum(1),
+    }
+    if contrastive:
+        extras.update(
+            positive=_map(positive),
+            negative=_map(negative),
+            ledger_negative=negative_ledger,
+            bias_absorbed_negative=_absorbed(negative_ledger, negative),
+            output_relevance_negative=negative_seed.sum(1),
+            input_relevance_negative=negative.flatten(1).sum(1),
+        )
+    return Explanation(
+        attribution=_map(relevance),
+        method=method,
+        target=target if isinstance(target, Tensor) else None,
+        score=score.detach(),
+        pixel=relevance,
+        options={"multiplier": multiplier},
+        extras=extras,
+    )
+
+
+def _absorbed(ledger: dict[str, dict[str, Tensor]], relevance: Tensor) -> Tensor:
+    total = relevance.new_zeros(relevance.shape[0])
+    for row in ledger.values():
+        total = total + row["absorbed"]
+    return total
+
+
+def _multiplier(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise MethodError(f"multiplier must be a positive number (the start relevance), got {value!r}")
+    return float(value)
+
+
+@register_method("backtrace", family="backtrace", cost="moderate")
+def backtrace(adapter: ModelAdapter, x: Tensor, target: Any, multiplier: float = 1.0) -> Explanation:
+    """DLBacktrace (Sankarapu et al. 2024): relevance by contribution magnitude through every node; no baseline."""
+    return attribute(adapter, x, target, _multiplier(multiplier), contrastive=False)
+
+
+@register_method("backtrace_contrastive", family="backtrace", cost="moderate")
+def backtrace_contrastive(
+    adapter: ModelAdapter, x: Tensor, target: Any, multiplier: float = 1.0
+) -> Explanation:
+    """DLBacktrace, contrastive: target stream minus the other classes' stream (both in extras)."""
+    return attribute(adapter, x, target, _multiplier(multiplier), contrastive=True)
