@@ -75,8 +75,12 @@ def main() -> None:
     ours_map, theirs_map = ours.sum(1).flatten(1), theirs.sum(1).flatten(1)
     rel = (ours - theirs).norm() / theirs.norm()
     corr = torch.stack([torch.corrcoef(torch.stack([a, b]))[0, 1] for a, b in zip(ours_map, theirs_map)])
-    print(f"vit_b_16 {args.size}px, batch 2: relative L2 difference {rel:.2e}, per-image Pearson {corr.tolist()}")
-    print(f"sum of relevance: ours {ours.flatten(1).sum(1).tolist()}, lxt {theirs.flatten(1).sum(1).tolist()}")
+    print(
+        f"vit_b_16 {args.size}px, batch 2: relative L2 difference {rel:.2e}, per-image Pearson {corr.tolist()}"
+    )
+    print(
+        f"sum of relevance: ours {ours.flatten(1).sum(1).tolist()}, lxt {theirs.flatten(1).sum(1).tolist()}"
+    )
 
 
 if __name__ == "__main__":

@@ -71,7 +71,9 @@ def test_swin_and_convnext_channels_last_layers():
     net = ModelAdapter(convnext(), input_size=(3, 32, 32))
     layouts = kinds(net)
     inside = [f"features.1.0.block.{i}" for i in range(1, 6)]
-    assert [layouts[name] for name in inside] == ["channels_last"] * 5  # permute, LayerNorm, Linear, GELU, Linear
+    assert [layouts[name] for name in inside] == [
+        "channels_last"
+    ] * 5  # permute, LayerNorm, Linear, GELU, Linear
     assert layouts["features.1.0.block.6"] == layouts["features.1.0"] == "channels_first"
     assert layouts["features.2.0"] == "channels_first"  # LayerNorm2d permutes inside
     assert net.resolve_layer("features.1.0.block.3").map_shape == (64, 8, 8)
@@ -80,8 +82,14 @@ def test_swin_and_convnext_channels_last_layers():
 def test_maxvit_window_partitions_are_not_read_as_maps():
     torch.manual_seed(0)
     model = torchvision.models.MaxVit(
-        input_size=(32, 32), stem_channels=8, partition_size=2, block_channels=[16], block_layers=[1],
-        head_dim=8, stochastic_depth_prob=0.0, num_classes=5,
+        input_size=(32, 32),
+        stem_channels=8,
+        partition_size=2,
+        block_channels=[16],
+        block_layers=[1],
+        head_dim=8,
+        stochastic_depth_prob=0.0,
+        num_classes=5,
     ).eval()
     adapter = ModelAdapter(model, input_size=(3, 32, 32))
     for entry in adapter.spatial_layers():
@@ -167,4 +175,6 @@ def test_layer_kinds_are_unchanged_for_plain_convnets(resnet18):
     adapter = ModelAdapter(resnet18, input_size=(3, 64, 64))
     assert adapter.default_cam_layer().name == "layer4"
     assert all(e.layout.kind == "channels_first" for e in adapter.spatial_layers())
-    assert isinstance(adapter.resolve_layer("fc").module, nn.Linear) and not adapter.resolve_layer("fc").spatial
+    assert (
+        isinstance(adapter.resolve_layer("fc").module, nn.Linear) and not adapter.resolve_layer("fc").spatial
+    )

@@ -316,7 +316,9 @@ def test_every_method_runs_the_model_through_the_output_selector(small_cnn, guar
         options = quick.get(info.name, {})
         try:
             want = xw.explain(small_cnn, x, 1, info.name, layer=layer, **options)
-        except xw.UnsupportedModelError:  # e.g. attention rollout on a CNN: the same error through the selector
+        except (
+            xw.UnsupportedModelError
+        ):  # e.g. attention rollout on a CNN: the same error through the selector
             with guard(wrapped), pytest.raises(xw.UnsupportedModelError):
                 xw.explain(adapter, x, 1, info.name, layer=layer and f"model.{layer}", **options)
             continue

@@ -68,12 +68,33 @@ def test_gradcam_equals_pytorch_grad_cam_with_its_reshape_transform(case, guard)
     assert "degenerate" not in ours.extras
 
 
-@pytest.mark.parametrize("name", list(BUILDERS))
+KNOWN = {
+    "efficientnet": "lrp_epsilon gives an all-zero map (flagged degenerate) through SiLU and squeeze-excitation; "
+    "the transformer/modern-convnet LRP rules are another item of issue 15, not landed when this was measured",
+    "mobilenet": "xgradcam's map is negative everywhere for this random model and class, so its ReLU gives all "
+    "zero (flagged degenerate, as designed)",
+}
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(n, marks=pytest.mark.xfail(reason=KNOWN[n], strict=True)) if n in KNOWN else n
+        for n in BUILDERS
+    ],
+)
 def test_every_method_gives_a_map_or_a_clear_error(name, guard):
+    """LRP, DLBacktrace and the ReLU-only rules may refuse a module (UnsupportedModelError naming it); what
+    runs gives a finite map that is not flagged degenerate. The perturbation CAMs run over every channel (672
+    at EfficientNet's default layer), so on the two torchvision convnets only the cheaper methods run here; the
+    CNN tests cover those."""
     model = BUILDERS[name]()
-    x = torch.randn(1, 3, 32, 32)
+    size = 64 if name in ("efficientnet", "mobilenet") else 32  # at 32 px their last maps are 1×1
+    x = torch.randn(1, 3, size, size)
     failures = []
     for info in xw.methods():
+        if name in ("efficientnet", "mobilenet") and info.cost == "expensive":
+            continue
         options = {"batch_size": 64} if info.takes_batch_size else {}
         if "steps" in (info.options or ()):
             options["steps"] = 4
@@ -122,7 +143,11 @@ def test_sanity_groups_vit_blocks_and_randomizes_attention(tiny_vit_adapter, gua
     x = torch.randn(2, 3, 32, 32)
     with guard(tiny_vit_adapter.model):
         table = sanity.randomization_test(
-            tiny_vit_adapter, x, [0, 1], methods=("gradcam", "gradient_rollout"), granularity="block",
+            tiny_vit_adapter,
+            x,
+            [0, 1],
+            methods=("gradcam", "gradient_rollout"),
+            granularity="block",
             metrics=("spearman_abs",),
         )
     final = table[table.step == table.step.max()]
@@ -152,8 +177,33 @@ def test_actspec_on_a_block_mlp_layer(tiny_vit_adapter, guard):
     x = torch.randn(2, 3, 32, 32)
     with guard(tiny_vit_adapter.model):
         result = spectroscopy(
-            tiny_vit_adapter, "encoder.layers.encoder_layer_1.mlp.1", [0, 1, 5, 6], inputs=x, target=0, f="logit"
+            tiny_vit_adapter,
+            "encoder.layers.encoder_layer_1.mlp.1",
+            [0, 1, 5, 6],
+            inputs=x,
+            target=0,
+            f="logit",
         )
     weights = result.order_weights()
     assert set(weights) <= {0, 1, 2, 3, 4} and sum(weights.values()) > 0
     assert sum(v for k, v in weights.items() if k > 0) > 0  # switching the tokens changes the logit
+
+
+def test_zoo_vit_is_accurate_and_states_its_pointing_game(guard):
+    from xai_widgets import zoo
+    from xai_widgets.data import make_shapes
+
+    adapter = zoo.load("shapes-vit", device="cpu")
+    fresh = make_shapes(400, seed=2)  # neither a training seed nor the seed of info()'s test set
+    logits = adapter.logits(adapter.preprocess(fresh.images))
+    assert (logits.argmax(1) == fresh.labels).float().mean() >= 0.95
+    info = zoo.info("shapes-vit")
+    assert info["accuracy"] >= 0.95 and info["parameters"] < 400_000
+    assert set(info["pointing_game"]) >= {"attention_rollout", "gradient_rollout", "gradcam", "data", "hit"}
+    assert adapter.default_cam_layer().name == "encoder.layers.encoder_layer_2.ln_1"
+    batch = make_shapes(60, seed=3)
+    with guard(adapter.model):
+        e = xw.explain(adapter, adapter.preprocess(batch.images), batch.labels, "gradient_rollout")
+    dilated = torch.nn.functional.max_pool2d(batch.masks.float()[:, None], 5, 1, 2)[:, 0] > 0
+    hits = dilated.flatten(1).gather(1, e.attribution.flatten(1).argmax(1, keepdim=True)).float().mean()
+    assert hits >= info["pointing_game"]["gradient_rollout"] - 0.2

@@ -46,7 +46,13 @@ def timm_vit(reg_tokens: int = 0) -> nn.Module:
     """timm ViT: 32 px, 8 px patches, 2 blocks, width 32; ``reg_tokens`` register tokens after the class token."""
     torch.manual_seed(3)
     model = timm.models.vision_transformer.VisionTransformer(
-        img_size=SIZE, patch_size=8, embed_dim=32, depth=2, num_heads=2, mlp_ratio=2, num_classes=5,
+        img_size=SIZE,
+        patch_size=8,
+        embed_dim=32,
+        depth=2,
+        num_heads=2,
+        mlp_ratio=2,
+        num_classes=5,
         reg_tokens=reg_tokens,
     )
     return model.eval()

@@ -132,7 +132,11 @@ def _as_explanation(
 ) -> Explanation:
     """Wrap what a method returned (Explanation or tensor) into a complete Explanation."""
     if isinstance(result, Explanation):
-        if x.ndim == 2 and result.attribution.shape != x.shape and getattr(result.pixel, "shape", None) == x.shape:
+        if (
+            x.ndim == 2
+            and result.attribution.shape != x.shape
+            and getattr(result.pixel, "shape", None) == x.shape
+        ):
             result.attribution = result.pixel  # N×D feature vectors: the map is the per-feature relevance
         return result
     if not isinstance(result, Tensor):

@@ -141,7 +141,11 @@ def guess_grid(tokens: int, height: int, width: int, max_prefix: int = 8) -> Tok
     for prefix in range(min(max_prefix, tokens - 1) + 1):
         count = tokens - prefix
         for h in range(1, count + 1):
-            if count % h == 0 and _plausible(h, count // h, height, width) and h * width == (count // h) * height:
+            if (
+                count % h == 0
+                and _plausible(h, count // h, height, width)
+                and h * width == (count // h) * height
+            ):
                 return TokenGrid(prefix, (h, count // h))
     return None
 
@@ -174,7 +178,9 @@ class LayoutTracker:
     """Infers layouts during one forward: :meth:`record` is called from every module's forward hook in the
     order they finish (children before parents); :attr:`layouts` holds the result per call."""
 
-    def __init__(self, model: nn.Module, input_size: Sequence[int], reshape_transform: Callable | None) -> None:
+    def __init__(
+        self, model: nn.Module, input_size: Sequence[int], reshape_transform: Callable | None
+    ) -> None:
         self.size = tuple(input_size)
         self.tokens = token_grid(model, input_size)
         self.guess = self.tokens is None and has_attention(model)
@@ -225,7 +231,10 @@ class LayoutTracker:
             axis = "last"
         elif isinstance(module, nn.LayerNorm):
             axis = _plain_layer_norm_axis(module, shape)
-        elif type(module).__name__ == "Permute" and list(getattr(module, "dims", [])) in ([0, 2, 3, 1], [0, 3, 1, 2]):
+        elif type(module).__name__ == "Permute" and list(getattr(module, "dims", [])) in (
+            [0, 2, 3, 1],
+            [0, 3, 1, 2],
+        ):
             axis = "last" if list(module.dims) == [0, 2, 3, 1] else "first"
         if axis == "last":
             return last if _plausible(shape[1], shape[2], height, width) else None
@@ -239,12 +248,18 @@ class LayoutTracker:
                 return upstream
             if upstream is not None and upstream.kind == "channels_last":
                 return last if _plausible(shape[1], shape[2], height, width) else None
-            if upstream is not None and source.numel() == output.numel() and not _plausible(
-                shape[2], shape[3], height, width
+            if (
+                upstream is not None
+                and source.numel() == output.numel()
+                and not _plausible(shape[2], shape[3], height, width)
             ):
                 return None  # a rearrangement of a map that is no map (MaxViT's window partitions)
         if self.tokens is not None or self.guess:  # inside attention: heads × tokens × tokens/dims are no map
-            count = None if self.tokens is None else self.tokens.prefix + self.tokens.grid[0] * self.tokens.grid[1]
+            count = (
+                None
+                if self.tokens is None
+                else self.tokens.prefix + self.tokens.grid[0] * self.tokens.grid[1]
+            )
             if not _plausible(shape[2], shape[3], height, width) or count in (shape[2], shape[3]):
                 return None
         return first
@@ -254,7 +269,10 @@ class LayoutTracker:
         grid = self.tokens
         if grid is None and self.guess:
             grid = guess_grid(tokens, height, width)
-        if grid is not None and tokens in (grid.prefix + grid.grid[0] * grid.grid[1], grid.grid[0] * grid.grid[1]):
+        if grid is not None and tokens in (
+            grid.prefix + grid.grid[0] * grid.grid[1],
+            grid.grid[0] * grid.grid[1],
+        ):
             return Layout("tokens", channels, grid.grid, tokens - grid.grid[0] * grid.grid[1])
         return None
 

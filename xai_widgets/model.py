@@ -226,7 +226,9 @@ class ModelAdapter:
         self.info = dict(info or {})
         self._explicit_size = input_size is not None
         self.feature_names = None if feature_names is None else [str(f) for f in feature_names]
-        self.input_size = tuple(input_size) if input_size is not None else _default_size(model, self.feature_names)
+        self.input_size = (
+            tuple(input_size) if input_size is not None else _default_size(model, self.feature_names)
+        )
         self._catalogue: list[LayerInfo] | None = None
         self._params: Mapping[str, Tensor] | None = None
         self._num_classes: int | None = len(self.labels) if self.labels else None

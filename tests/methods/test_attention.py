@@ -76,7 +76,7 @@ def manual_forward(model, x):
         y = block.ln_1(h)
         q, k, v = F.linear(y, attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
 
-        def split(t):
+        def split(t, heads=heads, e=e):
             return t.reshape(t.shape[0], t.shape[1], heads, e // heads).transpose(1, 2)
 
         a = torch.softmax(split(q) @ split(k).transpose(-1, -2) / (e // heads) ** 0.5, dim=-1)

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from xai_widgets import InputError, as_adapter, explain, register_method, unregister_method
+from xai_widgets import InputError, ModelAdapter, as_adapter, explain, register_method, unregister_method
 from xai_widgets import methods as registered_methods
 from xai_widgets.images import gallery
 from xai_widgets.widgets import AttributionExplorer
@@ -244,7 +244,7 @@ def test_a_model_that_cannot_take_the_default_size_gets_its_choices_from_the_fir
     assert shown_map(explorer, "saliency").shape == (8, 8)
     assert explorer.probabilities is not None and explorer.probabilities.shape == (4,)
     with pytest.raises(InputError, match="does not run on a 1×3×224×224 input"):
-        _ = as_adapter(mlp).num_classes
+        _ = ModelAdapter(mlp).num_classes  # a new adapter, at the default size (as_adapter reuses the first)
 
 
 def test_a_bar_under_a_pixel_is_clickable_through_its_column_and_the_axis_follows_the_data(small_cnn):

@@ -15,7 +15,7 @@ MLPS = {"mnist-mlp-d0": 0.0, "mnist-mlp-d20": 0.2, "mnist-mlp-d50": 0.5}
 
 
 def test_names():
-    assert zoo.names() == SHAPES + list(MLPS)
+    assert zoo.names() == SHAPES + list(MLPS) + ["shapes-vit", "tabular-mlp"]
 
 
 def test_weights_ship_in_the_package_under_five_megabytes():

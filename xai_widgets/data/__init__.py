@@ -4,4 +4,12 @@ from .digits import Digits, load_digits
 from .shapes import SHAPE_CLASSES, ShapesBatch, make_shapes
 from .tabular import Table, load_breast_cancer
 
-__all__ = ["SHAPE_CLASSES", "Digits", "ShapesBatch", "Table", "load_breast_cancer", "load_digits", "make_shapes"]
+__all__ = [
+    "SHAPE_CLASSES",
+    "Digits",
+    "ShapesBatch",
+    "Table",
+    "load_breast_cancer",
+    "load_digits",
+    "make_shapes",
+]

@@ -254,7 +254,11 @@ def gradient_rollout(attentions: Sequence[Tensor], gradients: Sequence[Tensor]) 
 def _check_options(head_fusion: str, discard_ratio: float) -> None:
     if head_fusion not in HEAD_FUSIONS:
         raise MethodError(f"head_fusion must be one of {', '.join(HEAD_FUSIONS)}, got {head_fusion!r}")
-    if isinstance(discard_ratio, bool) or not isinstance(discard_ratio, (int, float)) or not 0 <= discard_ratio < 1:
+    if (
+        isinstance(discard_ratio, bool)
+        or not isinstance(discard_ratio, (int, float))
+        or not 0 <= discard_ratio < 1
+    ):
         raise MethodError(f"discard_ratio must be a number in [0, 1), got {discard_ratio!r}")
 
 
@@ -274,9 +278,13 @@ def patch_map(relevance: Tensor, adapter: ModelAdapter, x: Tensor) -> Tensor:
     return row[:, grid.prefix :].reshape(-1, *grid.grid)
 
 
-def _explanation(x: Tensor, target, method: str, layer_map: Tensor, score: Tensor, options: dict) -> Explanation:
+def _explanation(
+    x: Tensor, target, method: str, layer_map: Tensor, score: Tensor, options: dict
+) -> Explanation:
     layer_map = layer_map.detach().to(x.dtype)
-    attribution = F.interpolate(layer_map.unsqueeze(1), size=x.shape[-2:], mode="bilinear", align_corners=False)
+    attribution = F.interpolate(
+        layer_map.unsqueeze(1), size=x.shape[-2:], mode="bilinear", align_corners=False
+    )
     return Explanation(
         attribution=attribution.squeeze(1),
         method=method,

@@ -130,8 +130,8 @@ def _saturation(call: OpCall) -> Saturation:
 # --------------------------------------------------------------------------------------------- unit rule
 def _ratio(r: Tensor, d: Tensor) -> Tensor:
     """r / d where d > 0, else 0 (a unit with nothing to share keeps its relevance)."""
-    positive = d > 0
-    return torch.where(positive, r / torch.where(positive, d, 1.0), 0.0)
+    empty = d <= 0
+    return (r / d.masked_fill(empty, 1.0)).masked_fill_(empty, 0.0)
 
 
 def coefficients(
@@ -185,12 +185,12 @@ def coefficients(
     carry_p = up if stream > 0 else ~up
     # a unit whose contributions all have one sign sends both streams there (as the authors' code does)
     carry_p = torch.where(n_kept == 0, p_kept > 0, torch.where(p_kept == 0, False, carry_p))
-    alpha = torch.where(carry_p, _ratio(r, p_kept + b_pos), 0.0)
-    beta = torch.where(carry_p, 0.0, _ratio(r, n_kept + b_neg))
+    alpha = _ratio(r, p_kept + b_pos).masked_fill_(~carry_p, 0.0)
+    beta = _ratio(r, n_kept + b_neg).masked_fill_(carry_p, 0.0)
     if keep_p is not None:
-        alpha = torch.where(keep_p, alpha, 0.0)
+        alpha.masked_fill_(~keep_p, 0.0)
     if keep_n is not None:
-        beta = torch.where(keep_n, beta, 0.0)
+        beta.masked_fill_(~keep_n, 0.0)
     return alpha, beta
 
 

@@ -16,11 +16,8 @@ Both conserve Σ R exactly. :func:`gate_operands` decides which operand is the g
 shapes differ (an N×C×1×1 squeeze-excitation scale against an N×C×H×W map), otherwise the one a rule marked as
 a gate output (the result of a sigmoid-like activation); None when it cannot tell.
 
-For LRP, :class:`~.canonizers.FunctionalRules` can call, in its product handler (instead of raising)::
-
-    pair = gate_operands(a, b)
-    if pair is not None:
-        return call.finish(gate_multiply(*pair, share=0.0, record=rule_record_or_None))
+LRP uses it in :class:`~.transformer_rules.TransformerRules` (share 0 for a recognised gate, 0.5 otherwise),
+DLBacktrace in :mod:`.backtrace`.
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ softmax                        R_x = x ⊙ (R − s ⊙ Σ R) (AttnLRP Prop. 3.1
                                ``attention='attnlrp'``: the matmul rule below
 other ``A @ B``                R_A = A ⊙ ((R / 2O) Bᵀ), R_B = B ⊙ (Aᵀ (R / 2O)) (AttnLRP's uniform bilinear rule)
 ``a * g``, g broadcast         signal-take-all (Arras et al. 2017): the gate g is a constant, R_a = R summed to
-(SE gate, smaller operand)     a's shape; g gets nothing
+(SE gate, smaller operand)     a's shape; g gets nothing (:mod:`.gating`, shared with DLBacktrace)
 ``a * b``, same shape          uniform: R_a = R_b = R / 2 (AttnLRP, elementwise products)
 ``a * c``, ``a / c``,          identity: R_a = R summed to a's shape (a scaling conserves relevance)
 c constant
@@ -44,6 +44,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import MethodError, UnsupportedModelError
+from .gating import gate_multiply, gate_operands
 from .intercept import OpCall
 from .rules import Ledger, Norm, _TimesInput, divide, stabilize
 
@@ -127,20 +128,6 @@ class _Identity(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, relevance: Tensor) -> tuple[Tensor, None]:
         return relevance.sum_to_size(ctx.shape), None
-
-
-class _Uniform(torch.autograd.Function):
-    """a ⊙ b with R_a = R_b = R / 2 (AttnLRP's rule for elementwise products)."""
-
-    @staticmethod
-    def forward(ctx: Any, a: Tensor, b: Tensor, out: Tensor) -> Tensor:
-        ctx.shapes = a.shape, b.shape
-        return out
-
-    @staticmethod
-    def backward(ctx: Any, relevance: Tensor) -> tuple[Tensor, Tensor, None]:
-        half = relevance / 2
-        return half.sum_to_size(ctx.shapes[0]), half.sum_to_size(ctx.shapes[1]), None
 
 
 class _Bilinear(torch.autograd.Function):
@@ -308,18 +295,17 @@ class TransformerRules:
         ta, tb = self.tracked(a), self.tracked(b)
         if not (ta or tb):
             return NotImplemented
-        out = call.run()
         if ta and tb:
             if call.func in _DIV:
                 raise UnsupportedModelError(
                     f"{self.method} cannot handle {call.where()}: it divides two activations, for which no "
                     "LRP rule is defined"
                 )
-            if a.numel() != b.numel():  # a broadcast gate (squeeze-excitation): signal-take-all
-                signal = a if a.numel() > b.numel() else b
-                return call.finish(_Identity.apply(signal, out.detach()))
-            return call.finish(_Uniform.apply(a, b, out.detach()))
-        return call.finish(_Identity.apply(a if ta else b, out.detach()))
+            pair = gate_operands(a, b)  # a broadcast gate (squeeze-excitation): signal-take-all
+            if pair is not None:
+                return call.finish(gate_multiply(*pair, share=0.0))
+            return call.finish(gate_multiply(a, b, share=0.5))
+        return call.finish(_Identity.apply(a if ta else b, call.run().detach()))
 
     def _unsupported(self, call: OpCall) -> Any:
         operands = call.args[1] if call.func is torch.einsum else call.args

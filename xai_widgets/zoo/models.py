@@ -199,7 +199,13 @@ def shapes_vit(num_classes: int = 6) -> VisionTransformer:
         )
     )
     model = VisionTransformer(
-        image_size=64, patch_size=8, num_layers=3, num_heads=4, hidden_dim=64, mlp_dim=128, num_classes=num_classes
+        image_size=64,
+        patch_size=8,
+        num_layers=3,
+        num_heads=4,
+        hidden_dim=64,
+        mlp_dim=128,
+        num_classes=num_classes,
     )
     model.conv_proj = embed
     return model

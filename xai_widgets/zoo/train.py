@@ -82,7 +82,13 @@ CONFIGS: dict[str, dict[str, Any]] = {
         "warmup": 0.1,
         "clip_grad_norm": 1.0,
         "trunk": "shapes-resnet",
-        "frozen": ["conv_proj.conv1", "conv_proj.bn1", "conv_proj.layer1", "conv_proj.layer2", "conv_proj.layer3"],
+        "frozen": [
+            "conv_proj.conv1",
+            "conv_proj.bn1",
+            "conv_proj.layer1",
+            "conv_proj.layer2",
+            "conv_proj.layer3",
+        ],
         "pointing_game": ["attention_rollout", "gradient_rollout", "gradcam"],
     },
 }
@@ -177,7 +183,10 @@ def pointing_game(
 
 
 def measure_pointing(
-    name: str, model: nn.Module | None = None, out: Path | str = WEIGHTS_DIR, log: Callable[[str], None] = print
+    name: str,
+    model: nn.Module | None = None,
+    out: Path | str = WEIGHTS_DIR,
+    log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Measure the pointing game of ``CONFIGS[name]["pointing_game"]`` methods on the stored (float16)
     weights in ``out`` and write it into ``NAME.json`` under ``pointing_game``; returns the metadata."""
