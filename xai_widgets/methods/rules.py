@@ -721,16 +721,20 @@ class _TimesInput(torch.autograd.Function):
 
 
 class _OverOutput(torch.autograd.Function):
+    """Identity on z; the backward divides the relevance by z (+ ε sign z when ε > 0), guarded against zero."""
+
     @staticmethod
-    def forward(ctx: Any, z: Tensor, epsilon: float) -> Tensor:
-        ctx.epsilon = epsilon
+    def forward(ctx: Any, z: Tensor, guard: float, epsilon: float = 0.0) -> Tensor:
+        ctx.guard, ctx.epsilon = guard, epsilon
         ctx.save_for_backward(z)
         return z
 
     @staticmethod
-    def backward(ctx: Any, relevance: Tensor) -> tuple[Tensor, None]:
+    def backward(ctx: Any, relevance: Tensor) -> tuple[Tensor, None, None]:
         (z,) = ctx.saved_tensors
-        return divide(relevance, z, ctx.epsilon), None
+        if ctx.epsilon:
+            z = stabilize(z, ctx.epsilon)
+        return divide(relevance, z, ctx.guard), None, None
 
 
 class Norm(Rule):
@@ -741,13 +745,15 @@ class Norm(Rule):
     the following ReLU's gate would drop it.
     """
 
-    def __init__(self, stabilizer: float = GUARD) -> None:
-        self.stabilizer = stabilizer
+    def __init__(self, stabilizer: float = GUARD, epsilon: float = 0.0) -> None:
+        self.stabilizer, self.epsilon = stabilizer, epsilon
 
     def apply(self, op: Callable[..., Tensor], x: Tensor, *args: Any, **kwargs: Any) -> Tensor:
-        """``op(x, *args, **kwargs)`` with this rule as its backward."""
+        """``op(x, *args, **kwargs)`` with this rule as its backward; with ``epsilon`` it is LRP-ε for the linear
+        map ``op`` (R / (z + ε sign z), as on ``nn.Linear``)."""
         self._slot()
-        return _OverOutput.apply(op(_TimesInput.apply(x, self), *args, **kwargs), self.stabilizer)
+        out = op(_TimesInput.apply(x, self), *args, **kwargs)
+        return _OverOutput.apply(out, self.stabilizer, self.epsilon)
 
 
 class _Sum(torch.autograd.Function):

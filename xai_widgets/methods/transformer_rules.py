@@ -46,7 +46,7 @@ from torch import Tensor, nn
 from ..errors import MethodError, UnsupportedModelError
 from .gating import gate_multiply, gate_operands
 from .intercept import OpCall
-from .rules import Ledger, Norm, _TimesInput, divide, stabilize
+from .rules import Ledger, Norm, divide, stabilize
 
 ATTENTION_RULES = ("cp", "attnlrp")
 
@@ -87,34 +87,6 @@ IDENTITY_MODULE_NAMES = (
     "WindowDepartition",
     "SwapAxes",
 )
-
-
-class _OverStabilized(torch.autograd.Function):
-    """Identity on z; the backward divides the relevance by z + ε sign z (guarded against zero)."""
-
-    @staticmethod
-    def forward(ctx: Any, z: Tensor, epsilon: float) -> Tensor:
-        ctx.epsilon = epsilon
-        ctx.save_for_backward(z)
-        return z
-
-    @staticmethod
-    def backward(ctx: Any, relevance: Tensor) -> tuple[Tensor, None]:
-        (z,) = ctx.saved_tensors
-        return divide(relevance, stabilize(z, ctx.epsilon)), None
-
-
-class EpsilonNorm(Norm):
-    """The ε rule for any linear operation ``op`` (bias included in z): R_x = x ⊙ Jᵀ(R / (z + ε sign z)).
-    :class:`.rules.Norm` with an absolute ε in the denominator, as LRP-ε has on ``nn.Linear``."""
-
-    def __init__(self, epsilon: float) -> None:
-        super().__init__()
-        self.epsilon = epsilon
-
-    def apply(self, op: Callable[..., Tensor], x: Tensor, *args: Any, **kwargs: Any) -> Tensor:
-        self._slot()
-        return _OverStabilized.apply(op(_TimesInput.apply(x, self), *args, **kwargs), self.epsilon)
 
 
 class _Identity(torch.autograd.Function):
@@ -210,7 +182,7 @@ class TransformerRules:
 
     # ------------------------------------------------------------------------------------------ rules
     def _norm(self, label: str) -> Norm:
-        return EpsilonNorm(self.epsilon).bind(label, self.ledger)
+        return Norm(epsilon=self.epsilon).bind(label, self.ledger)
 
     def linear(self, x: Tensor, weight: Tensor, bias: Tensor | None, label: str) -> Tensor:
         """F.linear with the ε rule (bias in the denominator, as for nn.Linear)."""
