@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -170,3 +170,22 @@ def methods(family: str | None = None) -> list[MethodInfo]:
 def _load_builtins() -> None:
     """Import the built-in method modules, which register themselves."""
     importlib.import_module("xai_widgets.methods")
+
+
+def method_specs(
+    methods: str | Sequence[str] | Mapping[str, Mapping[str, Any] | None],
+) -> dict[str, dict[str, Any]]:
+    """Methods as ``{name: options}`` from a name, a list of names or a mapping; every name must be registered
+    (options may hold ``layer`` for CAM methods)."""
+    if isinstance(methods, str):
+        methods = [methods]
+    specs = (
+        {name: dict(options or {}) for name, options in methods.items()}
+        if isinstance(methods, Mapping)
+        else {name: {} for name in methods}
+    )
+    if not specs:
+        raise MethodError("give at least one method")
+    for name in specs:
+        get_method(name)
+    return specs

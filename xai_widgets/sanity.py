@@ -35,7 +35,7 @@ from torch import Tensor, nn
 from .errors import LayerError, MethodError
 from .explain import explain
 from .model import ModelAdapter, Target, as_adapter, gradients_enabled, layer_kind
-from .registry import get_method
+from .registry import method_specs as _method_specs
 
 MODES = ("cascading", "independent")
 GRANULARITIES = ("layer", "block")
@@ -301,24 +301,6 @@ def sweep(
         for layer in entry.layers:
             params.update(reinit.layer(layer))
         yield entry, dict(params)
-
-
-def _method_specs(
-    methods: str | Sequence[str] | Mapping[str, Mapping[str, Any]],
-) -> dict[str, dict[str, Any]]:
-    """Methods as ``{name: options}``; options may hold ``layer`` for CAM methods."""
-    if isinstance(methods, str):
-        methods = [methods]
-    specs = (
-        {name: dict(options or {}) for name, options in methods.items()}
-        if isinstance(methods, Mapping)
-        else {name: {} for name in methods}
-    )
-    if not specs:
-        raise MethodError("give at least one method")
-    for name in specs:
-        get_method(name)
-    return specs
 
 
 @gradients_enabled()

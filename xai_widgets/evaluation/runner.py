@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from ..errors import Cancelled, InputError, MethodError, XAIError
 from ..model import ModelAdapter
 from ..registry import MethodInfo, get_method, register_method
+from ..registry import method_specs as _method_specs
 from .executors import ModelSpec, load_adapter, resolve_executor
 from .metrics_table import NEEDS_MASKS, Batch, compute, higher_is_better, metric_specs, summarize
 from .shards import Item, ShardStore, as_source, shard_key, shard_ranges
@@ -259,21 +260,6 @@ class TextProgress:
         if done >= total:
             self.stream.write("\n")
         self.stream.flush()
-
-
-def _method_specs(methods: Any) -> dict[str, dict[str, Any]]:
-    if isinstance(methods, str):
-        methods = [methods]
-    specs = (
-        {name: dict(options or {}) for name, options in methods.items()}
-        if isinstance(methods, Mapping)
-        else {name: {} for name in methods}
-    )
-    if not specs:
-        raise MethodError("give at least one method")
-    for name in specs:
-        get_method(name)
-    return specs
 
 
 def evaluate(
