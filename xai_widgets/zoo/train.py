@@ -89,7 +89,13 @@ CONFIGS: dict[str, dict[str, Any]] = {
             "conv_proj.layer2",
             "conv_proj.layer3",
         ],
-        "pointing_game": ["attention_rollout", "gradient_rollout", "gradcam"],
+        "pointing_game": [
+            "attention_rollout",
+            "gradient_rollout",
+            "gradcam",
+            "lrp_composite",
+            "lrp_epsilon attention=attnlrp",
+        ],
     },
 }
 """Training settings per model name (the seed drives initialisation, shuffling and augmentation)."""
@@ -172,13 +178,17 @@ def pointing_game(
     dilated = F.max_pool2d(batch.masks.float().unsqueeze(1), 5, stride=1, padding=2).squeeze(1) > 0
     x = adapter.preprocess(batch.images)
     rates = {}
-    for method in methods:
+    for entry in methods:  # "method" or "method key=value ..." (string options)
+        method, *pairs = entry.split()
+        options = dict(pair.split("=", 1) for pair in pairs)
         hits = []
         for start in range(0, POINTING_SIZE, 100):
-            maps = explain(adapter, x[start : start + 100], batch.labels[start : start + 100], method)
+            maps = explain(
+                adapter, x[start : start + 100], batch.labels[start : start + 100], method, **options
+            )
             peak = maps.attribution.flatten(1).argmax(1).cpu()
             hits.append(dilated[start : start + 100].flatten(1).gather(1, peak.unsqueeze(1)).squeeze(1))
-        rates[method] = round(float(torch.cat(hits).float().mean()), 4)
+        rates[entry] = round(float(torch.cat(hits).float().mean()), 4)
     return rates
 
 
