@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 import torchvision
 from modelguard import unchanged
 from torch import nn
@@ -256,3 +257,50 @@ def test_multiplier_scales_and_is_validated():
         xw.explain(model, x, 0, "backtrace", multiplier=0)
     adapter = ModelAdapter(model)
     assert xw.explain(adapter, x, lambda logits: logits[:, 1], "backtrace").attribution.shape == (2, 6)
+
+
+def _reference(layers, activations, x, target, stream):
+    """Backtrace written out with explicit contribution matrices c_ij = w_ji x_i and the unit rule
+    :func:`coefficients`: the driver's fast paths (one transposed product, cached P and N) must agree."""
+    inputs, units = [], []
+    for layer, activation in zip(layers, activations):
+        inputs.append(x)
+        c = layer.weight * x[:, None, :]
+        p, n = c.clamp(min=0).sum(-1), (-c).clamp(min=0).sum(-1)
+        t = p - n + layer.bias
+        units.append((c, p, n, t, activation))
+        x = t if activation is None else activation[1](t)
+    r = torch.zeros_like(x)
+    r[:, target] = 1.0
+    if stream < 0:
+        r = (r == 0).to(x.dtype) / (x.shape[1] - 1)
+    for layer, (c, p, n, t, activation) in zip(reversed(layers), reversed(units)):
+        alpha, beta = coefficients(
+            r, p, n, t, layer.bias, None if activation is None else activation[0], stream
+        )
+        r = (alpha[..., None] * c.clamp(min=0) + beta[..., None] * (-c).clamp(min=0)).sum(1)
+    return r
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh", "silu"])
+def test_driver_agrees_with_explicit_contributions(activation):
+    spec, function = {"relu": (RELU, torch.relu), "tanh": (TANH, torch.tanh), "silu": (SILU, F.silu)}[
+        activation
+    ]
+    torch.manual_seed(4)
+    layers = [nn.Linear(6, 16), nn.Linear(16, 12), nn.Linear(12, 5)]
+    with torch.no_grad():
+        for layer in layers:
+            layer.weight.mul_(3)
+            layer.bias.normal_()
+    module = {"relu": nn.ReLU, "tanh": nn.Tanh, "silu": nn.SiLU}[activation]
+    model = nn.Sequential(layers[0], module(), layers[1], module(), layers[2]).eval()
+    x = torch.randn(5, 6, generator=torch.Generator().manual_seed(5)) * 2
+    acts = [(spec, function), (spec, function), None]
+    for method, streams in (("backtrace", (0,)), ("backtrace_contrastive", (1, -1))):
+        e = xw.explain(model, x, 2, method)
+        got = [e.attribution] if method == "backtrace" else [e.extras["positive"], e.extras["negative"]]
+        for stream, value in zip(streams, got):
+            with torch.no_grad():
+                expected = _reference(layers, acts, x, 2, stream)
+            torch.testing.assert_close(value, expected, rtol=1e-4, atol=1e-6)
