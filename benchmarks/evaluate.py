@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import time
 
 import torch
@@ -38,7 +39,7 @@ def _clock(fn, repeat: int = 1) -> float:
     return best
 
 
-def imputation(name: str, pictures: int, threads: int) -> None:
+def imputation(name: str, pictures: int, threads: int, rounds: int = 5) -> None:
     import torchvision
 
     torch.set_num_threads(threads)
@@ -54,15 +55,21 @@ def imputation(name: str, pictures: int, threads: int) -> None:
             for start in range(0, len(images), 16):
                 adapter.forward(images[start : start + 16])
 
-    floor = _clock(forwards)
-    rows = [("forwards of the imputed images", floor)]
-    for solver in ("direct", "cg"):
-        rows.append(
-            (f"ybROAD, {solver}", _clock(lambda s=solver: ybroad(adapter, x, maps, solver=s, batch_size=16)))
-        )
+    ybroad(adapter, x, maps, solver="cg", batch_size=16)  # warm-up
+    direct = _clock(lambda: ybroad(adapter, x, maps, solver="direct", batch_size=16))
+    floors, ratios = [], []
+    for _ in range(rounds):  # paired: the forwards timed right before each ybROAD run
+        floors.append(_clock(forwards))
+        seconds = _clock(lambda: ybroad(adapter, x, maps, solver="cg", batch_size=16))
+        ratios.append(seconds / floors[-1])
+    floor = statistics.median(floors)
     print(f"\n{name}, {pictures} pictures at 224×224 ({8 * pictures} imputed images), {threads} threads")
-    for label, seconds in rows:
-        print(f"  {label:34s} {seconds:7.2f} s   {seconds / floor:5.2f}× forwards")
+    print(f"  {'forwards of the imputed images':34s} {floor:7.2f} s   (median of {rounds})")
+    print(f"  {'ybROAD, direct':34s} {direct:7.2f} s   {direct / floor:5.2f}× forwards")
+    print(
+        f"  {'ybROAD, cg':34s} {statistics.median(ratios) * floor:7.2f} s   {statistics.median(ratios):5.2f}× "
+        f"forwards (paired ratios: {', '.join(f'{r:.2f}' for r in sorted(ratios))})"
+    )
 
 
 def executors(n: int, batch_size: int, threads: int | None) -> None:
@@ -113,11 +120,12 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=50)
     parser.add_argument("--densenet", action="store_true", help="also DenseNet-121 in the imputation part")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per process (0: cores)")
+    parser.add_argument("--rounds", type=int, default=5, help="paired timing rounds in the imputation part")
     args = parser.parse_args()
     if args.part in ("imputation", "all"):
-        imputation("resnet18", args.pictures, args.threads)
+        imputation("resnet18", args.pictures, args.threads, args.rounds)
         if args.densenet:
-            imputation("densenet121", args.pictures, args.threads)
+            imputation("densenet121", args.pictures, args.threads, args.rounds)
     if args.part in ("executors", "all"):
         executors(args.images, args.batch_size, args.threads)
 

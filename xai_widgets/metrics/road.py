@@ -139,7 +139,11 @@ def _hierarchy(removed: Tensor, coarsest: int = 4) -> list[_Grid]:
     fine pixels are, so a coarse correction never moves a kept pixel."""
     grids = [_Grid(removed)]
     while min(removed.shape[-2:]) > coarsest:
-        removed = -F.max_pool2d(-removed, 2, ceil_mode=True)
+        h, w = removed.shape[-2:]
+        if h % 2 or w % 2:  # a missing row or column does not keep a coarse pixel known
+            removed = F.pad(removed, (0, w % 2, 0, h % 2), value=1.0)
+        coarse = removed[..., 0::2, 0::2] * removed[..., 1::2, 0::2]
+        removed = coarse.mul_(removed[..., 0::2, 1::2]).mul_(removed[..., 1::2, 1::2])
         grids.append(_Grid(removed))
     return grids
 
