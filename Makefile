@@ -46,8 +46,8 @@ lab: $(STAMP) js
 	$(VENV)/bin/jupyter lab notebooks/tour.ipynb
 
 lint: $(STAMP) $(JS_DEPS)
-	$(VENV)/bin/ruff check xai_widgets tests benchmarks hatch_build.py
-	$(VENV)/bin/ruff format --check xai_widgets tests benchmarks hatch_build.py
+	$(VENV)/bin/ruff check xai_widgets xai_widgets_launch.py tests benchmarks hatch_build.py
+	$(VENV)/bin/ruff format --check xai_widgets xai_widgets_launch.py tests benchmarks hatch_build.py
 	cd js && npx biome ci .
 
 bench: $(STAMP)

@@ -17,7 +17,7 @@ Workbench (``--part workbench``; the explorer with saliency, gradcam and lrp_com
 - ``xai-widgets app``: from starting the command to the first map painted in the page; target: under 10 s.
 
 Times are taken with ``performance.now()`` inside the page, so Playwright's own round trips are not counted.
-Usage: ``python benchmarks/widget_latency.py [--model shapes-resnet] [--repeats 5] [--part all|explorer|workbench]``;
+Usage: ``python benchmarks/widget_latency.py [--model shapes-resnet] [--repeats 5] [--part all|explorer|workbench|app]``;
 prints a markdown table.
 """
 
@@ -333,12 +333,12 @@ def main() -> None:
         default=1,
         help="torch threads in the kernel (1: robust on a shared 2-core CPU)",
     )
-    parser.add_argument("--part", choices=("all", "explorer", "workbench"), default="all")
+    parser.add_argument("--part", choices=("all", "explorer", "workbench", "app"), default="all")
     args = parser.parse_args()
 
     from playwright.sync_api import sync_playwright
 
-    server = harness.LabServer().start()
+    server = None if args.part == "app" else harness.LabServer().start()
     try:
         with sync_playwright() as playwright:
             browser = harness.launch_chromium(playwright)
@@ -349,6 +349,7 @@ def main() -> None:
                         [WORKBENCH.format(model=args.model, threads=args.threads)], name="workbench.ipynb"
                     )
                     rows.extend(workbench_latency(nb, args.repeats))
+            if args.part in ("all", "workbench", "app"):
                 runs = [app_first_map(browser, args.model) for _ in range(2)]
                 rows.append(
                     ("`xai-widgets app`: start → first map painted", [r[0] * 1000 for r in runs], "< 10000")
@@ -364,7 +365,8 @@ def main() -> None:
                 rows[:0] = explorer_rows(server, browser, args)
             browser.close()
     finally:
-        server.stop()
+        if server is not None:
+            server.stop()
     _print(args, rows)
 
 

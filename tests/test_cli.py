@@ -98,3 +98,22 @@ def test_app_refuses_bad_arguments_before_starting_voila(tmp_path, capsys):
     assert "no picture files" in capsys.readouterr().err
     assert main(["app", "--port", "0"]) == 2
     assert "--port must be between" in capsys.readouterr().err
+
+
+def test_the_console_script_starts_the_app_without_importing_torch():
+    """``xai-widgets app`` checks its arguments from the file system, so Voila starts at once."""
+    import subprocess
+    import sys
+
+    import xai_widgets_launch
+    from xai_widgets import zoo
+
+    assert xai_widgets_launch.zoo_names() == sorted(zoo.names())
+    code = (
+        "import sys, xai_widgets_launch\n"
+        "status = xai_widgets_launch.main(['app', '--model', 'no-such-net'])\n"
+        "assert status == 2 and 'torch' not in sys.modules and 'xai_widgets' not in sys.modules, status"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "unknown zoo model 'no-such-net'" in done.stderr

@@ -17,6 +17,8 @@ from urllib.parse import urlparse
 
 import torch
 
+from xai_widgets_launch import AppError, add_app_parser, serve
+
 from .errors import XAIError
 
 
@@ -88,17 +90,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     film.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     film.add_argument("--road", action="store_true", help="score every layer with ybROAD and report the best")
-    app = commands.add_parser(
-        "app",
-        help="the workbench as a web page (Voila) on localhost, for workshops",
-        description="Serve the workbench (every view on one linked state) through Voila on 127.0.0.1: zoo "
-        "models and pictures are chosen in the page, no code cells. Needs the app extra (voila).",
-    )
-    app.add_argument(
-        "--model", default="shapes-resnet", help="zoo model shown first (default: shapes-resnet)"
-    )
-    app.add_argument("--images", default=None, help="a folder of pictures to offer besides the gallery")
-    app.add_argument("--port", type=int, default=8866, help="port on 127.0.0.1 (default: 8866)")
+    add_app_parser(commands)
     score = commands.add_parser(
         "evaluate",
         help="methods × metrics over a data set, in-process or on Dask, to Parquet shards",
@@ -149,64 +141,12 @@ def _camanim(args: argparse.Namespace) -> int:
 
 
 def _app(args: argparse.Namespace) -> int:
-    """Write a one-cell notebook showing the workshop page and serve it with Voila until interrupted."""
-    import importlib.util
-    import subprocess
-    import tempfile
-    import time
-
-    import nbformat
-
-    from . import zoo
-    from .widgets.workbench import folder_images
-
-    if importlib.util.find_spec("voila") is None:
-        raise XAIError("the app needs Voila: pip install 'xai_widgets[app]'")
-    if args.model not in zoo.names():
-        raise XAIError(f"unknown zoo model {args.model!r}; choose one of {', '.join(zoo.names())}")
-    images = None if args.images is None else str(Path(args.images).resolve())
-    if images is not None:
-        folder_images(images)  # a bad folder fails here, in words, not in the page
-    if not 0 < args.port < 65536:
-        raise XAIError(f"--port must be between 1 and 65535, got {args.port}")
-    code = (
-        "from xai_widgets.widgets.workbench import workshop\n"
-        f"workshop(model={args.model!r}, images={images!r})"
-    )
-    notebook = nbformat.v4.new_notebook()
-    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    notebook.cells = [nbformat.v4.new_code_cell(code)]
-    with tempfile.TemporaryDirectory(prefix="xai-widgets-app-") as folder:
-        path = Path(folder) / "workbench.ipynb"
-        nbformat.write(notebook, path)
-        command = [
-            sys.executable, "-m", "voila", str(path), "--no-browser", f"--port={args.port}",
-            "--Voila.ip=127.0.0.1", "--Voila.port_retries=0",
-        ]  # fmt: skip
-        server = subprocess.Popen(command, cwd=folder)
-        try:
-            url = f"http://127.0.0.1:{args.port}/"
-            while server.poll() is None and not _listening(args.port):
-                time.sleep(0.2)
-            if server.poll() is None:
-                print(f"xai-widgets app: the workbench of {args.model} at {url} (Ctrl-C stops)", flush=True)
-            return server.wait()
-        except KeyboardInterrupt:
-            return 0
-        finally:
-            if server.poll() is None:
-                server.terminate()
-                try:
-                    server.wait(10)
-                except subprocess.TimeoutExpired:
-                    server.kill()
-
-
-def _listening(port: int) -> bool:
-    import socket
-
-    with socket.socket() as sock:
-        return sock.connect_ex(("127.0.0.1", port)) == 0
+    """Serve the workshop page (:func:`xai_widgets_launch.serve`, which the console script runs without
+    importing this package)."""
+    try:
+        return serve(args.model, args.images, args.port)
+    except AppError as error:
+        raise XAIError(str(error)) from None
 
 
 def _evaluate(args: argparse.Namespace) -> int:

@@ -721,16 +721,12 @@ def photographs() -> dict[str, Any]:
 
 def folder_images(folder: str) -> dict[str, str]:
     """The picture files of a folder (PNG, JPEG, BMP, GIF, TIFF, WebP), by file name."""
-    from pathlib import Path
+    from xai_widgets_launch import AppError, picture_files
 
-    path = Path(folder)
-    if not path.is_dir():
-        raise InputError(f"--images must be a folder of pictures; {str(path)!r} is not a folder")
-    suffixes = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
-    files = sorted(p for p in path.iterdir() if p.suffix.lower() in suffixes and p.is_file())
-    if not files:
-        raise InputError(f"no picture files (PNG, JPEG, …) in {str(path)!r}")
-    return {p.name: str(p) for p in files}
+    try:
+        return picture_files(folder)
+    except AppError as error:
+        raise InputError(str(error)) from None
 
 
 class Workshop(w.VBox):

@@ -20,9 +20,12 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable
 from functools import partial
+from typing import TYPE_CHECKING
 
 from torch import Tensor, nn
-from torchvision.models.vision_transformer import VisionTransformer
+
+if TYPE_CHECKING:  # torchvision loads torch._dynamo (seconds): imported where the ViT is built
+    from torchvision.models.vision_transformer import VisionTransformer
 
 
 class ShapesVGG(nn.Module):
@@ -198,6 +201,8 @@ def shapes_vit(num_classes: int = 6) -> VisionTransformer:
             ]
         )
     )
+    from torchvision.models.vision_transformer import VisionTransformer
+
     model = VisionTransformer(
         image_size=64,
         patch_size=8,
