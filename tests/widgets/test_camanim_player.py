@@ -72,6 +72,23 @@ def test_follows_an_explorers_state(model, picture):
     assert int(player.film.target[0]) == 3 and player.target_select.value == 3
 
 
+def test_the_film_follows_the_states_weight_randomization(model, picture):
+    """A sanity check's randomized weights (substituted, never written into the model) give another film,
+    titled so; switching back shows the trained film again."""
+    from xai_widgets.sanity import randomized, steps
+
+    state = ExplanationState(xw.as_adapter(model))
+    state.set_image(picture)
+    player = CAManimPlayer(model, state=state, background=False, road=False)
+    trained = player.film.maps.clone()
+    before = [p.detach().clone() for p in model.parameters()]
+    state.randomize(randomized(state.adapter, "cascading", len(steps(model))), "all layers")
+    assert not torch.allclose(player.film.maps, trained) and "all layers" in player.view.title
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    state.randomize(None, "")
+    torch.testing.assert_close(player.film.maps, trained)
+
+
 def test_bad_input_is_reported(model, picture):
     player = CAManimPlayer(model, picture, background=False, road=False)
     with pytest.raises(xw.InputError):

@@ -229,8 +229,17 @@ def test_bad_arguments_raise_clear_errors(small_cnn):
     bench = Workbench(small_cnn, pictures(), methods=["saliency"], road=False, scores=False, background=False)
     with pytest.raises(InputError, match="no tab"):
         bench.show("explorer")
-    assert bench.show("evaluation") is None  # a model outside the zoo: said in the tab, the rest goes on
-    assert "zoo models only" in bench.slots["evaluation"].message.value
     with pytest.raises(InputError, match=r"in \[0, 1\]"):
         bench.set_image(torch.full((3, 8, 8), 5.0), "bad")
     assert "bad" in bench.message.value and bench.image_select.value == bench.image_select.options[0]
+
+
+def test_the_evaluation_tab_evaluates_a_users_model_on_the_shared_runner(small_cnn, guard):
+    """A model outside the zoo is evaluated in-process, taking turns with the other views on one runner."""
+    with guard(small_cnn):
+        bench = Workbench(small_cnn, pictures(), methods=["saliency"], road=False, background=False)
+        board = bench.show("evaluation")
+        assert board.runner is bench.slots["evaluation"].runner
+        board.run()
+        assert board.result is not None and len(board.result.errors) == 0
+        assert set(board.result.table["method"]) == {"saliency"} and len(board.result.table) > 0

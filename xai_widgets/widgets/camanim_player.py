@@ -155,7 +155,9 @@ class CAManimPlayer(w.VBox):
         percentiles: ROAD percentiles.
         fps: playback speed in layers per second.
         size: display width of the film in pixels.
-        state: an explorer's ExplanationState to follow (picture and target), instead of ``image``/``target``.
+        state: an explorer's ExplanationState to follow (picture, target and the sanity check's weight
+            randomization: the film and its scores are then those of the randomized model), instead of
+            ``image``/``target``.
         runner: a JobRunner to share (default: a new one); ``background=False`` computes inside each call.
 
     Example:
@@ -198,6 +200,7 @@ class CAManimPlayer(w.VBox):
         self.road_sample = None if road_sample is None else int(road_sample)
         self.road_indices: list[int] = []
         self._road_key: tuple | None = None
+        self._params: Any = None  # the substituted parameters the shown film was computed with
         self.percentiles = tuple(float(p) for p in percentiles)
         self.film: CAManimResult | None = None
         self.scores: LayerROAD | None = None
@@ -255,6 +258,7 @@ class CAManimPlayer(w.VBox):
         self.view.observe(self._on_index, names="index")
         self.state.observe(self._on_picture, names="picture")
         self.state.observe(self._on_target, names="target")
+        self.state.observe(lambda _: self._request(), names="randomization")
         if image is not None:
             self.set_image(image)
         elif self.state.picture is not None:
@@ -313,6 +317,10 @@ class CAManimPlayer(w.VBox):
         )
 
     def _score(self, film: CAManimResult, indices: list[int], progress: Any) -> LayerROAD:
+        with film.adapter.using_params(self._params):
+            return self._score_layers(film, indices, progress)
+
+    def _score_layers(self, film: CAManimResult, indices: list[int], progress: Any) -> LayerROAD:
         if len(indices) == len(film):
             return film.road(self.percentiles, progress=progress)
         scores = ybroad(
@@ -434,13 +442,21 @@ class CAManimPlayer(w.VBox):
 
     # ----------------------------------------------------------------- requests
     def _key(self, kind: str) -> tuple:
-        return (kind, self.method_select.value, self.state.target, self.kinds, self.state.image_hash)
+        state = self.state
+        return (
+            kind,
+            self.method_select.value,
+            state.target,
+            self.kinds,
+            state.image_hash,
+            state.randomization,
+        )
 
     def _request(self) -> None:
         if self.state.picture is None:
             return
         method, target, kinds = self.method_select.value, self.state.target, self.kinds
-        x, adapter = self.state.model_input(), self.adapter
+        x, adapter, params = self.state.model_input(), self.adapter, self.state.params
         key = self._key("camanim")
         road_key = (*key, self.percentiles)
         if not self.runner.cached(key):
@@ -449,22 +465,27 @@ class CAManimPlayer(w.VBox):
         self.road_button.disabled = True
 
         def compute(progress: Any) -> CAManimResult:
-            return camanim(adapter, x, target, method=method, kinds=kinds, progress=progress).cpu()
+            with adapter.using_params(params):
+                return camanim(adapter, x, target, method=method, kinds=kinds, progress=progress).cpu()
 
         self.runner.submit(
             "camanim",
             key,
             compute,
-            on_result=lambda film: self._show_film(film, road_key),
+            on_result=lambda film: self._show_film(film, road_key, params),
             on_error=self._show_error,
             on_progress=lambda done, total: setattr(self.view, "progress", done / max(total, 1)),
             on_cancel=self._film_cancelled,
         )
 
-    def _show_film(self, film: CAManimResult, road_key: tuple) -> None:
+    def _show_film(self, film: CAManimResult, road_key: tuple, params: Any = None) -> None:
         self.film, self.scores, self.road_indices, self._road_key = film, None, [], road_key
+        self._params = params
         target = None if film.target is None else int(film.target[0])
-        self.view.title = f"{film.method} → {self._class_name(target) if target is not None else 'custom'}"
+        randomized = f" (weights: {self.state.randomization})" if params is not None else ""
+        self.view.title = (
+            f"{film.method} → {self._class_name(target) if target is not None else 'custom'}{randomized}"
+        )
         self.view.show(film, self.normalization, as_picture(self.state.display_picture()))
         self.view.error = ""
         with self.figure.hold_sync():

@@ -53,6 +53,8 @@ class EvaluationBoard(w.VBox):
         result: an :class:`Evaluation` to show (nothing is computed).
         worst: how many worst images a cell click opens.
         background: run in a background thread (False: inside the constructor, for scripts and tests).
+        runner: a :class:`JobRunner` to share (the workbench passes its own for a model the other views use,
+            so the evaluation and the views take turns on it); default: a new one.
         **options: passed to ``evaluate`` (labels, masks, executor, batch_size, out, seed, …).
 
     Example:
@@ -70,6 +72,7 @@ class EvaluationBoard(w.VBox):
         result: Evaluation | None = None,
         worst: int = 6,
         background: bool = True,
+        runner: JobRunner | None = None,
         **options: Any,
     ) -> None:
         if result is None and (model is None or data is None):
@@ -80,7 +83,8 @@ class EvaluationBoard(w.VBox):
         self.result: Evaluation | None = None
         self.explorer: AttributionExplorer | None = None
         self.selected: tuple[str, str] | None = None
-        self.runner = JobRunner(background=background)
+        self.runner = runner if runner is not None else JobRunner(background=background)
+        self._shared = runner is not None  # the drill-down explorer then takes turns on it too
 
         self.run_button = w.Button(
             description="run", icon="play", tooltip="evaluate (finished shards are kept)"
@@ -201,7 +205,12 @@ class EvaluationBoard(w.VBox):
         )
         try:
             self.explorer = AttributionExplorer(
-                model, gallery, methods=[method], background=self.runner.background, size=160
+                model,
+                gallery,
+                methods=[method],
+                background=self.runner.background,
+                size=160,
+                runner=self.runner if self._shared else None,
             )
         except XAIError as error:
             self._show_error(error)

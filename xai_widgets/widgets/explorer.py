@@ -101,6 +101,7 @@ class AttributionExplorer(w.VBox):
         top_k: bars in the predictions chart.
         size: display width of each heatmap in pixels.
         background: compute in a background thread (False: inside each call, for scripts).
+        runner: a :class:`JobRunner` to share with other views (the workbench passes its own); default: a new one.
 
     Example:
         >>> explorer = AttributionExplorer("shapes-resnet", images, methods=["saliency", "gradcam"])  # doctest: +SKIP
@@ -124,6 +125,7 @@ class AttributionExplorer(w.VBox):
         top_k: int = 5,
         size: int = 224,
         background: bool = True,
+        runner: JobRunner | None = None,
     ) -> None:
         adapter = load_model(
             model, labels=labels, preprocess=preprocess, mean=mean, std=std, input_size=input_size
@@ -134,7 +136,7 @@ class AttributionExplorer(w.VBox):
             get_method(name)
         self.adapter = adapter
         self.state = ExplanationState(adapter, options={k: dict(v) for k, v in (options or {}).items()})
-        self.runner = JobRunner(background=background)
+        self.runner = runner if runner is not None else JobRunner(background=background)
         self.top_k = max(1, int(top_k))
         self.size = int(size)
         self.views: dict[str, HeatmapView] = {}

@@ -87,6 +87,7 @@ class InteractionBars(w.VBox):
         search: options of the search mode (``tau``, ``samples``, ``max_order``, ``seed``).
         top: rows of the coefficient table; size: width of each unit picture.
         background: compute in a background thread (False: inside each call, for scripts and tests).
+        runner: a :class:`JobRunner` to share with other views (default: the explorer's, or a new one).
 
     Example:
         >>> bars = InteractionBars("mnist-mlp-d20", digits.images[:1], target=3, n_units=12)  # doctest: +SKIP
@@ -111,19 +112,20 @@ class InteractionBars(w.VBox):
         top: int = 12,
         size: int = 120,
         background: bool = True,
+        runner: JobRunner | None = None,
         **model_options: Any,
     ) -> None:
         if isinstance(model, AttributionExplorer):
             if image is not None or model_options:
                 raise XAIError("with an explorer, choose the image in the explorer")
             self.state: ExplanationState = model.state
-            self.runner: JobRunner = model.runner
+            self.runner: JobRunner = model.runner if runner is None else runner
             self.adapter: ModelAdapter = model.adapter
             images: dict[str, Any] = {}
         else:
             self.adapter = load_model(model, **model_options)
             self.state = ExplanationState(self.adapter)
-            self.runner = JobRunner(background=background)
+            self.runner = runner if runner is not None else JobRunner(background=background)
             images = gallery(image)
         if mode not in MODES:
             raise InputError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")

@@ -93,6 +93,7 @@ class ActivationMaximizer(w.VBox):
         size: display height of the pictures in pixels; fps: most live frames per second.
         state: an explorer's ExplanationState to follow (see :meth:`link`).
         background: run in a background thread (False: inside each call, for scripts and tests).
+        runner: a :class:`JobRunner` to share with other views (the workbench passes its own); default: a new one.
 
     Example:
         >>> am = ActivationMaximizer("shapes-leaky", target=2)  # doctest: +SKIP
@@ -120,9 +121,14 @@ class ActivationMaximizer(w.VBox):
         fps: float = 6.0,
         state: ExplanationState | None = None,
         background: bool = True,
+        runner: JobRunner | None = None,
     ) -> None:
         self.adapter = load_model(model) if state is None else state.adapter
-        self.runner = JobRunner(cache_size=4, background=background, progress_interval=0.05)
+        self.runner = (
+            runner
+            if runner is not None
+            else JobRunner(cache_size=4, background=background, progress_interval=0.05)
+        )
         self.options = dict(options or {})
         self.lr, self.n, self.k = lr, int(n), int(k)
         self.examples_set, self.show_examples = examples, bool(show_examples)

@@ -67,35 +67,21 @@ class ViewRunner:
     Args:
         runner: the shared runner.
         name: the view's name (channel prefix).
-        follow: for a view whose requests ignore the state's randomization (the CAManim player): every
-            request then runs under the state's substituted parameters (``adapter.using_params``) and its key
-            carries the randomization's name, both taken when the request is made.
     """
 
-    def __init__(self, runner: JobRunner, name: str, follow: ExplanationState | None = None) -> None:
+    def __init__(self, runner: JobRunner, name: str) -> None:
         self.base = runner
         self.name = name
-        self.follow = follow
         self._channels: set[Hashable] = set()
 
     @property
     def background(self) -> bool:
         return self.base.background
 
-    def _key(self, key: Hashable) -> Hashable:
-        return key if self.follow is None else (key, "randomization", self.follow.randomization)
-
     def submit(self, channel: Hashable, key: Hashable, fn: Callable[..., Any], **callbacks: Any) -> Job:
         """:meth:`JobRunner.submit` on this view's ``channel``."""
         self._channels.add(channel)
-        if self.follow is not None:
-            adapter, params, inner = self.follow.adapter, self.follow.params, fn
-
-            def fn(progress: Any) -> Any:
-                with adapter.using_params(params):
-                    return inner(progress)
-
-        return self.base.submit((self.name, channel), self._key(key), fn, **callbacks)
+        return self.base.submit((self.name, channel), key, fn, **callbacks)
 
     def cancel(self, channel: Hashable | None = None) -> None:
         """Cancel the latest job of ``channel``, or of every channel of this view."""
@@ -103,13 +89,13 @@ class ViewRunner:
             self.base.cancel((self.name, name))
 
     def cached(self, key: Hashable) -> bool:
-        return self.base.cached(self._key(key))
+        return self.base.cached(key)
 
     def get(self, key: Hashable, default: Any = None) -> Any:
-        return self.base.get(self._key(key), default)
+        return self.base.get(key, default)
 
     def store(self, key: Hashable, value: Any) -> None:
-        self.base.store(self._key(key), value)
+        self.base.store(key, value)
 
     def clear_cache(self) -> None:
         self.base.clear_cache()
@@ -151,17 +137,14 @@ class ViewContext:
         """An AttributionExplorer working through this context's runner, without its own picture controls
         (the workbench chooses the picture); its state becomes the view's state."""
         explorer = AttributionExplorer(
-            self.adapter, None, methods, size=self.size, background=self.background, **options
-        )
+            self.adapter, None, methods, size=self.size, background=self.background, runner=self.runner,
+            **options,
+        )  # fmt: skip
         return self.adopt(explorer)
 
     def adopt(self, view: Any) -> Any:
-        """Make a view built with its own runner (and no picture yet, so nothing submitted) use this context's
-        runner and state; hides its picture controls."""
-        own = view.runner
-        view.runner = self.runner
-        if isinstance(own, JobRunner):
-            own.close()
+        """Take a view built with ``runner=`` this context's runner (and no picture yet): its state becomes the
+        view's state, and its own picture controls are hidden (the workbench chooses the picture)."""
         for control in ("image_select", "upload"):
             if hasattr(view, control):
                 getattr(view, control).layout.display = "none"
@@ -205,8 +188,6 @@ def _camanim(context: ViewContext) -> w.Widget:
     from .camanim_player import CAManimPlayer
 
     state = context.new_state()
-    # the player's requests ignore the randomization: its runner applies it (see ViewRunner.follow)
-    context.runner.follow = state
     road = context.options.get("road", True)
     return CAManimPlayer(
         context.adapter, state=state, runner=context.runner, road=road, size=max(context.size, 256)
@@ -224,18 +205,24 @@ def _sanity(context: ViewContext) -> w.Widget:
 def _actspec(context: ViewContext) -> w.Widget:
     from .interaction_bars import InteractionBars
 
-    return context.adopt(InteractionBars(context.adapter, background=context.background))
+    return context.adopt(
+        InteractionBars(context.adapter, background=context.background, runner=context.runner)
+    )
 
 
 def following(path: str, **options: Any) -> Builder:
     """A builder for a view class that follows a state: ``cls(model, state=..., background=..., **options)``
-    (``path`` is ``"module:Class"``, imported when the tab is first shown); the view's own runner is replaced
-    by the workbench's."""
+    (``path`` is ``"module:Class"``, imported when the tab is first shown), given the workbench's runner as
+    ``runner=``."""
 
     def build(context: ViewContext) -> w.Widget:
         view_class = _import(path)
         view = view_class(
-            context.adapter, state=context.new_state(), background=context.background, **options
+            context.adapter,
+            state=context.new_state(),
+            background=context.background,
+            runner=context.runner,
+            **options,
         )
         return context.adopt(view)
 
@@ -251,6 +238,7 @@ class BacktraceView(w.VBox):
         model: an ``nn.Module`` classifier, a ModelAdapter or a zoo name.
         state: the ExplanationState to follow (default: a new one; set a picture with ``state.set_image``).
         size: width of each map; background: compute in a background thread.
+        runner: a :class:`JobRunner` to share with other views (default: a new one).
     """
 
     METHOD = "backtrace_contrastive"
@@ -262,12 +250,13 @@ class BacktraceView(w.VBox):
         state: ExplanationState | None = None,
         size: int = 160,
         background: bool = True,
+        runner: JobRunner | None = None,
     ) -> None:
         from .feature_bars import ContrastivePair, RelevanceFlow
 
         self.adapter = load_model(model) if state is None else state.adapter
         self.state = state if state is not None else ExplanationState(self.adapter)
-        self.runner = JobRunner(background=background)
+        self.runner = runner if runner is not None else JobRunner(background=background)
         self.explanation: Any = None
         self.pair = ContrastivePair(size=size)
         self.flow = RelevanceFlow()
@@ -314,23 +303,22 @@ class BacktraceView(w.VBox):
 
 
 def _evaluation(context: ViewContext) -> w.Widget:
-    """The evaluation board on the workbench's pictures and the explorer's methods (ROAD). It evaluates its own
-    copy of a zoo model, loaded by name, in its own thread: the user's model is never shared with it."""
+    """The evaluation board on the workbench's pictures and the explorer's methods (ROAD). A zoo model is
+    evaluated on its own copy, loaded by name, in the board's own thread, so the other views stay responsive;
+    any other model is evaluated in-process on the workbench's runner, taking turns with the other views (the
+    model is never used by two threads at once)."""
     from .. import zoo
     from .evaluation_board import EvaluationBoard
 
-    if context.adapter.name not in zoo.names():
-        raise XAIError(
-            "the workbench evaluates zoo models only (each evaluation loads its own copy); for your model use "
-            "xw.widgets.evaluation_board.EvaluationBoard(model, data, methods) in a cell"
-        )
     context.new_state()  # the board evaluates a data set: it does not follow the shown picture
+    own_copy = context.adapter.name in zoo.names()
     return EvaluationBoard(
-        context.adapter.name,
+        context.adapter.name if own_copy else context.adapter,
         context.pictures(),
         context.methods(),
         ("road",),
         background=context.background,
+        runner=None if own_copy else context.runner,
     )
 
 
@@ -626,7 +614,6 @@ class Workbench(w.VBox):
     def _link_player(self, player: Any) -> None:
         """The scrubber's layer is the explorer's CAM layer, both ways; the film follows the randomization
         (the player itself recomputes on a new picture or target only)."""
-        player.state.observe(lambda _: player._request(), names="randomization")
 
         def on_index(change: dict) -> None:
             film = player.film
