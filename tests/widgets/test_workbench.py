@@ -108,11 +108,12 @@ def test_the_sanity_toggles_randomization_shows_in_every_map(bench):
 
 
 def test_tabs_are_lazy_nothing_is_built_or_computed_for_a_hidden_view(small_cnn, monkeypatch):
-    channels: list = []
+    channels: list = []  # the channels of the jobs that compute (a cached answer is not recorded)
     submit = JobRunner.submit
 
     def record(self, channel, key, fn, **callbacks):
-        channels.append(channel)
+        if not self.cached(key):
+            channels.append(channel)
         return submit(self, channel, key, fn, **callbacks)
 
     monkeypatch.setattr(JobRunner, "submit", record)
@@ -129,6 +130,23 @@ def test_tabs_are_lazy_nothing_is_built_or_computed_for_a_hidden_view(small_cnn,
     channels.clear()
     bench.show("sanity")  # shown: it catches up, from the cache where it can
     assert {c[0] for c in channels} == {"sanity"}
+
+
+def test_a_hidden_view_follows_from_the_cache_so_showing_it_needs_no_kernel_work(small_cnn):
+    """Where every result a hidden view needs is cached, it follows the master at once (showing its tab is a
+    relayout); where one is missing it keeps its previous state and results, and catches up when shown."""
+    bench = Workbench(small_cnn, pictures(), methods=["saliency"], road=False, scores=False, background=False)
+    sanity = bench.show("sanity").children[0].explorer
+    bench.state.target = 1
+    bench.state.target = 2  # the sanity view computed both classes
+    bench.show("camanim")
+    bench.state.target = 1  # the sanity view's results for class 1 are cached: it follows while hidden
+    assert sanity.state.target == 1 and int(sanity.explanation("saliency").target[0]) == 1
+    bench.state.target = 4  # class 4 was never computed: the hidden view stays on class 1, and its map
+    assert sanity.state.target == 1 and int(sanity.explanation("saliency").target[0]) == 1
+    assert bench.state.target == 4  # (the hidden view going back does not move the master)
+    bench.show("sanity")
+    assert sanity.state.target == 4 and int(sanity.explanation("saliency").target[0]) == 4
 
 
 def test_in_the_background_every_visible_view_gets_the_latest_result(small_cnn):

@@ -57,7 +57,8 @@ def describe_error(error: BaseException) -> str:
 
 @dataclass(eq=False)
 class Job:
-    """One submitted request. ``state`` is pending, running, done, cached, cancelled or failed."""
+    """One submitted request. ``state`` is pending, running, done, cached, cancelled, failed, or skipped (a
+    cache-only request whose key was not cached)."""
 
     channel: Hashable
     key: Hashable

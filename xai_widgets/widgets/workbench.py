@@ -6,9 +6,9 @@ maximization, the evaluation board, and every view registered with :func:`regist
 :class:`~xai_widgets.widgets.state.ExplanationState`:
 
 - each view keeps its own ExplanationState; a change a view makes (a class bar clicked, the randomization
-  switched on) is copied to the master, and the master is copied to every *visible* view. A hidden tab is
-  brought up to date when it is shown, so nothing is computed for a view nobody sees (lazy tabs); a tab's
-  view is built the first time it is shown;
+  switched on) is copied to the master, and the master is copied to every *visible* view. A hidden view
+  follows only where its results are all cached, else it is brought up to date when shown, so nothing is
+  computed for a view nobody sees (lazy tabs); a tab's view is built the first time it is shown;
 - choosing a layer in the CAManim scrubber sets the explorer's CAM layer (and a layer chosen in the explorer
   moves the scrubber);
 - all views share one :class:`~xai_widgets.widgets.jobs.JobRunner` (one worker thread uses the model, one
@@ -73,14 +73,23 @@ class ViewRunner:
         self.base = runner
         self.name = name
         self._channels: set[Hashable] = set()
+        self.cache_only = False
+        self.missed = False
 
     @property
     def background(self) -> bool:
         return self.base.background
 
     def submit(self, channel: Hashable, key: Hashable, fn: Callable[..., Any], **callbacks: Any) -> Job:
-        """:meth:`JobRunner.submit` on this view's ``channel``."""
+        """:meth:`JobRunner.submit` on this view's ``channel``. With ``cache_only`` set (a hidden view being
+        brought up to date), a key that is not cached is not computed: the request is dropped and ``missed``
+        set."""
         self._channels.add(channel)
+        if self.cache_only and not self.base.cached(key):
+            self.missed = True
+            job = Job((self.name, channel), key, fn, state="skipped")
+            job.finished.set()
+            return job
         return self.base.submit((self.name, channel), key, fn, **callbacks)
 
     def cancel(self, channel: Hashable | None = None) -> None:
@@ -579,7 +588,7 @@ class Workbench(w.VBox):
     def _from_view(self, slot: _Slot, change: dict) -> None:
         """A view changed a shared trait (a class bar, the randomization switch): the master follows."""
         name, value = change["name"], change["new"]
-        if _same(getattr(self.state, name), value):
+        if slot.runner.cache_only or _same(getattr(self.state, name), value):
             return
         previous, self._source = self._source, slot
         try:
@@ -588,19 +597,48 @@ class Workbench(w.VBox):
             self._source = previous
 
     def _on_master(self, change: dict) -> None:
-        """The master changed: visible views follow now (see :meth:`_push`), hidden views' stale work is
-        cancelled and they catch up when shown."""
+        """The master changed: visible views follow now (see :meth:`_push`); hidden views' stale work is
+        cancelled, and they follow too where every result they need is already cached (:meth:`_warm`), else
+        they catch up when shown."""
         visible = self.visible
+        hidden = [
+            slot
+            for name, slot in self.slots.items()
+            if name not in visible and slot is not self._source and slot.widget is not None
+        ]
         if change["name"] in STALE:
-            for name, slot in self.slots.items():
-                if name not in visible and slot is not self._source and slot.widget is not None:
-                    slot.runner.cancel()
+            for slot in hidden:
+                slot.runner.cancel()
         for name in visible:
             slot = self.slots[name]
             if slot is not self._source:
                 self._push(slot)
+        for slot in hidden:
+            self._warm(slot)
         if change["name"] == "layer":
             self._move_scrubber()
+
+    def _warm(self, slot: _Slot) -> None:
+        """Bring a hidden view up to the master's state if that costs no computation: its requests are
+        answered from the cache only; if one is not cached, the view goes back to its previous state (whose
+        results it shows) and catches up when shown. Showing the tab is then a relayout in the browser, with no
+        round trip to the kernel."""
+        if slot.state is None or slot.failed:
+            return
+        previous = {name: getattr(slot.state, name) for name in LINKED}
+        runner = slot.runner
+        runner.cache_only, runner.missed = True, False
+        try:
+            self._push(slot)
+            if runner.missed:
+                back = {n: v for n, v in previous.items() if not _same(getattr(slot.state, n), v)}
+                with slot.state.hold_trait_notifications():
+                    for name, value in back.items():
+                        setattr(slot.state, name, value)
+        except Exception as error:  # a view failing here shows why when it is shown; the others go on
+            slot.show_error(f"the {slot.tab.title} view failed: {describe_error(error)}")
+        finally:
+            runner.cache_only = False
 
     def _on_tab(self, change: dict) -> None:
         name = None if change["new"] is None else self._tab_names[change["new"]]
