@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -211,6 +212,10 @@ class InProcessExecutor:
         """Nothing to release."""
 
 
+SHARDS_PER_WORKER = 3
+"""Shards in flight per Dask worker: enough to keep it busy, few enough to keep each graph update small."""
+
+
 class DaskExecutor:
     """Shards as Dask futures on a LocalCluster it starts (``n_workers`` processes) or on ``client``'s cluster.
 
@@ -272,19 +277,37 @@ class DaskExecutor:
     def map(
         self, fn: Work, spec: ModelSpec, shared: Any, tasks: Sequence[Task]
     ) -> Iterator[tuple[Task, Any]]:
+        """Run the shards on the cluster, a few per worker at a time.
+
+        A shard's pictures travel inside its task (so a killed worker's shards are simply run again), and the
+        tasks are submitted as earlier ones finish: each graph update then carries a few shards, not the whole
+        data set (2,000 in-memory pictures would be one 100 MB graph).
+        """
         from distributed import as_completed
 
         saved = environment()
         spec_ref = self.client.scatter(spec, broadcast=True, hash=False)
         shared_ref = self.client.scatter(shared, broadcast=True, hash=False) if shared is not None else None
-        futures = {
-            self.client.submit(_threaded, fn, spec_ref, shared_ref, task, self.threads, pure=False): task
-            for task in tasks
-        }
+        window = SHARDS_PER_WORKER * max(1, len(self.client.scheduler_info().get("workers", {})))
+        waiting = iter(tasks)
+        futures: dict[Any, Task] = {}
+        running = as_completed()
+
+        def submit(count: int) -> None:
+            for task in itertools.islice(waiting, count):
+                future = self.client.submit(
+                    _threaded, fn, spec_ref, shared_ref, task, self.threads, pure=False
+                )
+                futures[future] = task
+                running.add(future)
+
         try:
-            for future in as_completed(futures):
+            submit(window)
+            for future in running:
+                task = futures.pop(future)
+                submit(1)
                 restore_environment(saved)
-                yield futures[future], future.result()
+                yield task, future.result()
         finally:
             restore_environment(saved)
             for future in futures:
