@@ -10,8 +10,8 @@ Measures, on a zoo model on the CPU:
 Workbench (``--part workbench``; the explorer with saliency, gradcam and lrp_composite above the CAManim tab):
 - class-bar click → every visible view repainted (the explorer's three maps and the CAManim film), computed
   (cache cleared before each click) and cached; target: under 300 ms;
-- tab switch → the shown tab's map repainted from the cache (its state caught up from results computed
-  earlier); target: under 50 ms;
+- tab switch → the shown tab on screen with maps of the current class (a hidden tab follows a class change from
+  the cache while hidden, else catches up when shown); target: under 50 ms;
 - cancel: a sanity sweep running in the kernel, ``Workbench.cancel()`` → the sweep has stopped (measured in
   the kernel); target: under 1 s;
 - ``xai-widgets app``: from starting the command to the first map painted in the page; target: under 10 s.
@@ -180,6 +180,14 @@ PAINTED_JS = """
 """
 
 
+# The tab is on screen with every map painted after the class change (while hidden, or after the click).
+CAUGHT_UP_JS = """
+(canvases) => Number.isFinite(window.__xaiT0) && canvases.length > 0 &&
+  canvases.every((c) => c.offsetParent !== null && (window.__xaiPainted.get(c) ?? -1) >= window.__xaiClassT) &&
+  performance.now() - window.__xaiT0
+"""
+
+
 VISIBLE_JS = """
 () => [...document.querySelectorAll(".xai-workbench canvas")]
   .filter((c) => c.dataset.maps !== undefined && c.offsetParent !== null)
@@ -236,13 +244,14 @@ def workbench_latency(nb: harness.Notebook, repeats: int) -> list[tuple[str, lis
     show("CAManim")
     switches = []
     for _ in range(repeats):
-        click()  # the CAManim tab follows; the hidden sanity tab stays one class behind
+        nb.page.evaluate("() => { window.__xaiClassT = performance.now(); }")
+        click()  # the CAManim tab follows; the hidden sanity tab follows from the cache, or stays behind
         canvases = nb.page.evaluate_handle(
             "() => [...document.querySelectorAll('.xai-sanity-cards canvas.xai-heatmap-canvas')]"
         )
-        nb.page.evaluate(CLICK_JS)
+        nb.page.evaluate("() => { window.__xaiT0 = Infinity; }")
         nb.page.locator(".xai-workbench-tabs").get_by_text("sanity check").click()
-        handle = nb.page.wait_for_function(PAINTED_JS, arg=canvases, timeout=300_000, polling=10)
+        handle = nb.page.wait_for_function(CAUGHT_UP_JS, arg=canvases, timeout=300_000, polling="raf")
         switches.append(float(handle.json_value()))
         nb.execute("bench.wait(300)")
         show("CAManim")
@@ -273,7 +282,7 @@ def workbench_latency(nb: harness.Notebook, repeats: int) -> list[tuple[str, lis
         ),
         ("workbench: class-bar click → 3 explorer maps + CAManim film repainted (cached)", cached, "< 300"),
         ("workbench: tab switch → shown with its results (state unchanged since)", shown, "< 50"),
-        ("workbench: tab switch → sanity maps caught up from the cache (class changed)", switches, "< 50"),
+        ("workbench: tab switch after a class change → sanity maps of the new class on screen", switches, "< 50"),
         ("workbench: cancel a running sanity sweep → stopped (in the kernel)", cancels, "< 1000"),
     ]
 

@@ -227,3 +227,14 @@ def test_alignment_sufficiency_insertion_and_energy_rows_match_the_metrics(adapt
     assert (
         (result.values("saliency", "insertion_auc") >= 0) & (result.values("saliency", "insertion_auc") <= 1)
     ).all()
+
+
+def test_a_shards_payload_pickles_only_its_own_pictures():
+    """A slice is a view of the whole data set's storage; the task must carry a copy (Dask pickles it)."""
+    import pickle
+
+    from xai_widgets.evaluation.shards import TensorSource
+
+    source = TensorSource(torch.rand(200, 3, 16, 16), torch.zeros(200), torch.zeros(200, 16, 16))
+    whole = len(pickle.dumps(source.images))
+    assert len(pickle.dumps(source.payload(0, 10))) < whole / 10

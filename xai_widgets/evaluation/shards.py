@@ -81,11 +81,12 @@ class TensorSource:
         return self.labels is not None
 
     def payload(self, start: int, stop: int) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        """Copies of the shard's slices: a pickled view would carry the whole data set's storage."""
         pick = slice(start, stop)
         return (
-            self.images[pick].detach().cpu(),
-            None if self.labels is None else self.labels[pick],
-            None if self.masks is None else self.masks[pick],
+            self.images[pick].detach().cpu().clone(),
+            None if self.labels is None else self.labels[pick].clone(),
+            None if self.masks is None else self.masks[pick].clone(),
         )
 
     shared = None
