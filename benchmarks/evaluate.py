@@ -13,7 +13,7 @@ clock: a warm cluster; its start time is reported apart). Every run writes no sh
 executors are compared (max relative difference). Also prints the per-image costs used to extrapolate to
 ImageNet's 50,000 validation images on a 4-GPU Dask cluster.
 
-Run: ``python benchmarks/evaluate.py [--part imputation|executors|all] [--images 2000]``; set
+Run: ``python benchmarks/evaluate.py [--part imputation|executors|all] [--images 2000] [--ray]``; set
 ``OMP_NUM_THREADS=1`` on a shared machine (oversubscribed OpenMP threads make every op wait on barriers).
 """
 
@@ -72,7 +72,7 @@ def imputation(name: str, pictures: int, threads: int, rounds: int = 5) -> None:
     )
 
 
-def executors(n: int, batch_size: int, threads: int | None) -> None:
+def executors(n: int, batch_size: int, threads: int | None, ray: bool = False) -> None:
     from xai_widgets.evaluation import DaskExecutor, evaluate
 
     methods = ["gradcam", "lrp_composite", "saliency"]
@@ -105,8 +105,24 @@ def executors(n: int, batch_size: int, threads: int | None) -> None:
         b = result.table.sort_values(["method", "index", "metric"])["value"].to_numpy()
         rel = abs(a - b) / abs(a).clip(min=1e-12)
         print(f"  max relative difference to in-process: {rel.max():.2e}")
+    if ray:
+        from xai_widgets.evaluation import RayExecutor
+
+        started = time.perf_counter()
+        executor = RayExecutor(concurrency=2)  # the Ray runtime up before the clock: "warm"
+        print(f"  Ray runtime started in {time.perf_counter() - started:.1f} s (2 actors per run)")
+        start = time.perf_counter()
+        result = evaluate("shapes-resnet", data, methods, metrics, batch_size=batch_size, executor=executor)
+        times["Ray, 2 actors"] = time.perf_counter() - start
+        a = reference.table.sort_values(["method", "index", "metric"])["value"].to_numpy()
+        b = result.table.sort_values(["method", "index", "metric"])["value"].to_numpy()
+        print(
+            f"  Ray: max relative difference to in-process: {(abs(a - b) / abs(a).clip(min=1e-12)).max():.2e}"
+        )
     for label, seconds in times.items():
         print(f"  {label:24s} {seconds:8.1f} s   {1000 * seconds / n:7.1f} ms/image")
+    if ray:
+        print(f"  Ray 2 actors / Dask 2 workers: {times['Ray, 2 actors'] / times['Dask, 2 worker(s)']:.2f}")
     print(f"  Dask 1 worker / in-process: {times['Dask, 1 worker(s)'] / times['in-process']:.2f}")
     print(f"  Dask 1 worker / 2 workers:  {times['Dask, 1 worker(s)'] / times['Dask, 2 worker(s)']:.2f}")
     print(reference.summary[~reference.summary["metric"].str.contains("@")].to_string(index=False))
@@ -120,6 +136,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=50)
     parser.add_argument("--densenet", action="store_true", help="also DenseNet-121 in the imputation part")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per process (0: cores)")
+    parser.add_argument("--ray", action="store_true", help="also Ray (2 actors) in the executors part")
     parser.add_argument("--rounds", type=int, default=5, help="paired timing rounds in the imputation part")
     args = parser.parse_args()
     if args.part in ("imputation", "all"):
@@ -127,7 +144,7 @@ def main() -> None:
         if args.densenet:
             imputation("densenet121", args.pictures, args.threads, args.rounds)
     if args.part in ("executors", "all"):
-        executors(args.images, args.batch_size, args.threads)
+        executors(args.images, args.batch_size, args.threads, args.ray)
 
 
 if __name__ == "__main__":
