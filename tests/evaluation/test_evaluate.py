@@ -163,6 +163,11 @@ def test_dask_starts_without_changing_the_callers_environment(dask_executor):
 
 
 def test_dask_equals_in_process_even_when_a_worker_is_killed_mid_run(adapter, data, dask_executor):
+    from xai_widgets.evaluation.executors import SHARDS_PER_WORKER
+
+    # one shard per image, more than the executors' window of shards in flight: shards are submitted as others
+    # finish, also after the kill
+    assert N > SHARDS_PER_WORKER * len(dask_executor.client.scheduler_info()["workers"])
     spec = ModelSpec.of(adapter)
     assert spec.factory is SmallCNN  # the model travels as (class, state dict), never as a module
     reference = run(adapter, data).table
