@@ -248,7 +248,7 @@ class _State:
         self.units: dict[int, tuple[Tensor, _Cell]] = {}
         self.cells: dict[int, tuple[Any, _Cell]] = {}
         self.gates: dict[int, Tensor] = {}
-        self.cache: dict[int, tuple[Tensor, Tensor]] = {}
+        self.cache: dict[int, _Sides] = {}  # per unit, kept for the second contrastive stream
 
     def unit(self, out: Tensor, key: Any) -> _Cell:
         cell = _Cell()
