@@ -81,7 +81,7 @@ from ..registry import register_method
 from .canonizers import AVERAGE_MODULES, MergeBatchNorm, inplace_error
 from .gating import gate_multiply, gate_operands
 from .intercept import ModuleStack, OpCall, OpRules, tensors
-from .rules import Affine, Ledger, LinearRule, derived_weight
+from .rules import Affine, Ledger, LinearRule, PassThrough, derived_weight
 
 
 # ------------------------------------------------------------------------------------------- activations
@@ -454,19 +454,6 @@ class _PositiveUnit(torch.autograd.Function):
         return None, out, None
 
 
-class _Through(torch.autograd.Function):
-    """Relevance passes unchanged (summed over broadcast dimensions): activations, scaling by a constant."""
-
-    @staticmethod
-    def forward(ctx: Any, x: Tensor, value: Tensor) -> Tensor:
-        ctx.shape = x.shape
-        return value
-
-    @staticmethod
-    def backward(ctx: Any, r: Tensor) -> tuple[Tensor, None]:
-        return r.sum_to_size(ctx.shape), None
-
-
 _ADD = {torch.add, Tensor.add, Tensor.add_, Tensor.__add__, Tensor.__radd__, Tensor.__iadd__}
 _SUB = {torch.sub, Tensor.sub, Tensor.sub_, Tensor.__sub__, Tensor.__isub__, torch.subtract, Tensor.subtract}
 _RSUB = {Tensor.__rsub__, torch.rsub}
@@ -553,7 +540,7 @@ class _Ops:
         spec = _saturation(call)
         self.state.read(call._target if call.inplace else x, spec)
         value = call.run()
-        out = _Through.apply(x, value.detach())
+        out = PassThrough.apply(x, value.detach())
         if spec.gate:
             self.state.gates[id(out)] = out
         return call.finish(out)
@@ -646,7 +633,7 @@ class _Ops:
                 raise UnsupportedModelError(
                     f"{self.method} cannot handle {call.where()}: it divides by an activation"
                 )
-            return call.finish(_Through.apply(x, call.run().detach()))
+            return call.finish(PassThrough.apply(x, call.run().detach()))
         return NotImplemented
 
 

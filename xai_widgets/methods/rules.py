@@ -683,14 +683,18 @@ class WSquare(LinearRule):
 
 
 # --------------------------------------------------------------------------- parameter-free module rules
-class _Pass(torch.autograd.Function):
+class PassThrough(torch.autograd.Function):
+    """``out`` with the identity rule as its backward: the output's relevance goes to ``x`` unchanged, summed over
+    the dimensions ``x`` was broadcast in (activations, scaling by a constant, gates' signals)."""
+
     @staticmethod
     def forward(ctx: Any, x: Tensor, out: Tensor) -> Tensor:
+        ctx.shape = x.shape
         return out
 
     @staticmethod
     def backward(ctx: Any, relevance: Tensor) -> tuple[Tensor, None]:
-        return relevance, None
+        return relevance.sum_to_size(ctx.shape), None
 
 
 class Pass(Rule):
@@ -702,7 +706,7 @@ class Pass(Rule):
         x = inputs[0]
         if not torch.is_grad_enabled() or not x.requires_grad or output.shape != x.shape:
             return output
-        return _Pass.apply(x, output.detach())
+        return PassThrough.apply(x, output.detach())
 
 
 class _TimesInput(torch.autograd.Function):

@@ -46,7 +46,7 @@ from torch import Tensor, nn
 from ..errors import MethodError, UnsupportedModelError
 from .gating import gate_multiply, gate_operands
 from .intercept import OpCall
-from .rules import Ledger, Norm, divide, stabilize
+from .rules import Ledger, Norm, PassThrough, divide, stabilize
 
 ATTENTION_RULES = ("cp", "attnlrp")
 
@@ -87,19 +87,6 @@ IDENTITY_MODULE_NAMES = (
     "WindowDepartition",
     "SwapAxes",
 )
-
-
-class _Identity(torch.autograd.Function):
-    """Identity rule: the output's relevance goes to ``x``, summed over the dimensions ``x`` was broadcast in."""
-
-    @staticmethod
-    def forward(ctx: Any, x: Tensor, out: Tensor) -> Tensor:
-        ctx.shape = x.shape
-        return out
-
-    @staticmethod
-    def backward(ctx: Any, relevance: Tensor) -> tuple[Tensor, None]:
-        return relevance.sum_to_size(ctx.shape), None
 
 
 class _Bilinear(torch.autograd.Function):
@@ -244,7 +231,7 @@ class TransformerRules:
         out = call.run()
         if out.shape != x.shape:
             return NotImplemented
-        return call.finish(_Identity.apply(x, out.detach()))
+        return call.finish(PassThrough.apply(x, out.detach()))
 
     def _softmax(self, call: OpCall) -> Any:
         x = call.args[0]
@@ -277,7 +264,7 @@ class TransformerRules:
             if pair is not None:
                 return call.finish(gate_multiply(*pair, share=0.0))
             return call.finish(gate_multiply(a, b, share=0.5))
-        return call.finish(_Identity.apply(a if ta else b, call.run().detach()))
+        return call.finish(PassThrough.apply(a if ta else b, call.run().detach()))
 
     def _unsupported(self, call: OpCall) -> Any:
         operands = call.args[1] if call.func is torch.einsum else call.args
