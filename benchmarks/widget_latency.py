@@ -282,7 +282,11 @@ def workbench_latency(nb: harness.Notebook, repeats: int) -> list[tuple[str, lis
         ),
         ("workbench: class-bar click → 3 explorer maps + CAManim film repainted (cached)", cached, "< 300"),
         ("workbench: tab switch → shown with its results (state unchanged since)", shown, "< 50"),
-        ("workbench: tab switch after a class change → sanity maps of the new class on screen", switches, "< 50"),
+        (
+            "workbench: tab switch after a class change → sanity maps of the new class on screen",
+            switches,
+            "< 50",
+        ),
         ("workbench: cancel a running sanity sweep → stopped (in the kernel)", cancels, "< 1000"),
     ]
 

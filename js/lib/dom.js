@@ -9,6 +9,17 @@ export function element(tag, className, parent) {
   return node;
 }
 
+// The map's stage in `parent`: its canvas (counting paints in data-paints and maps in data-maps, which the browser
+// tests and benchmarks read) and the progress bar over it.
+export function mapStage(parent) {
+  const stage = element("div", "xai-heatmap-stage", parent);
+  const canvas = element("canvas", "xai-heatmap-canvas", stage);
+  canvas.dataset.paints = "0";
+  canvas.dataset.maps = "0";
+  const progressBar = element("div", "xai-heatmap-progress", stage);
+  return { stage, canvas, progressBar };
+}
+
 // An offscreen canvas from RGBA filled by fill(data); null for an empty size.
 export function canvasOf(width, height, fill) {
   if (!width || !height) return null;

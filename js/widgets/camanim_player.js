@@ -10,7 +10,15 @@
 
 import { bytesOf } from "../lib/buffers.js";
 import { coalescer, subscribe, withDefaults } from "../lib/coalesce.js";
-import { colouredCanvas, compose, element, pictureCanvas, referenced, showStatus } from "../lib/dom.js";
+import {
+  colouredCanvas,
+  compose,
+  element,
+  mapStage,
+  pictureCanvas,
+  referenced,
+  showStatus,
+} from "../lib/dom.js";
 import "./camanim_player.css";
 
 const SYNC_MS = 400;
@@ -42,11 +50,7 @@ function render({ model: widgetModel, el }) {
   const root = element("div", "xai-camanim", el);
   const heat = element("div", "xai-heatmap", root);
   const title = element("div", "xai-heatmap-title", heat);
-  const stage = element("div", "xai-heatmap-stage", heat);
-  const canvas = element("canvas", "xai-heatmap-canvas", stage);
-  canvas.dataset.paints = "0";
-  canvas.dataset.maps = "0";
-  const progressBar = element("div", "xai-heatmap-progress", stage);
+  const { canvas, progressBar } = mapStage(heat);
   const timeline = element("div", "xai-camanim-timeline", root);
   const back = element("button", "xai-camanim-back", timeline);
   back.textContent = "prev";

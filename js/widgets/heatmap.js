@@ -10,7 +10,7 @@
 import { bytesOf, decodeHalf } from "../lib/buffers.js";
 import { coalescer, subscribe, withDefaults } from "../lib/coalesce.js";
 import { colorbarRow, colourLimit, positionsOf, sortedMagnitudes } from "../lib/colour.js";
-import { colouredCanvas, compose, element, pictureCanvas, showStatus } from "../lib/dom.js";
+import { colouredCanvas, compose, element, mapStage, pictureCanvas, showStatus } from "../lib/dom.js";
 import { format, readoutText } from "../lib/readout.js";
 import "./heatmap.css";
 
@@ -52,11 +52,7 @@ function render({ model: widgetModel, el }) {
   const saveButton = element("button", "xai-heatmap-save", tools);
   saveButton.textContent = "PNG";
   saveButton.title = "save the view as PNG";
-  const stage = element("div", "xai-heatmap-stage", root);
-  const canvas = element("canvas", "xai-heatmap-canvas", stage);
-  canvas.dataset.paints = "0";
-  canvas.dataset.maps = "0";
-  const progressBar = element("div", "xai-heatmap-progress", stage);
+  const { canvas, progressBar } = mapStage(root);
   const bar = element("div", "xai-heatmap-bar", root);
   const barLow = element("span", "", bar);
   const barCanvas = element("canvas", "xai-heatmap-colorbar", bar);
