@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import signal
 import socket
 import subprocess
 import sys
@@ -18,6 +19,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 PICTURE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
 
@@ -95,6 +97,7 @@ def serve(model: str, images: str | None, port: int) -> int:
             "--Voila.port_retries=0", "--preheat_kernel=True",
         ]  # fmt: skip
         server = subprocess.Popen(command, cwd=folder)
+        previous = _stop_on_sigterm()
         try:
             url = f"http://127.0.0.1:{port}/"
             while server.poll() is None and not _listening(port):
@@ -105,12 +108,27 @@ def serve(model: str, images: str | None, port: int) -> int:
         except KeyboardInterrupt:
             return 0
         finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
             if server.poll() is None:
-                server.terminate()
+                server.terminate()  # Voila then shuts its kernels down, the preheated ones too
                 try:
                     server.wait(10)
                 except subprocess.TimeoutExpired:
                     server.kill()
+
+
+def _stop_on_sigterm() -> Any:
+    """Make SIGTERM (``kill``, a test harness, a service manager) end the command like Ctrl-C, so Voila and its
+    kernels are stopped rather than left serving; returns the previous handler (None off the main thread)."""
+
+    def stop(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        return signal.signal(signal.SIGTERM, stop)
+    except ValueError:  # not the main thread: signals cannot be handled here
+        return None
 
 
 def _listening(port: int) -> bool:

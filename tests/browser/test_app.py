@@ -6,6 +6,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 from PIL import Image
 
@@ -70,6 +71,8 @@ def test_the_app_starts_and_shows_a_map(chromium, tmp_path):
         assert {"shapes-resnet", "shapes-vgg", "mnist-mlp-d20"} <= set(models)
         pictures = page.locator(".xai-workbench select").first.locator("option").all_text_contents()
         assert "red.png" in pictures and any(p.startswith("photo:") for p in pictures)
+        served = psutil.Process(process.pid).children(recursive=True)  # Voila and its (preheated) kernels
+        assert served
     finally:
         if context is not None:
             for open_page in context.pages:
@@ -77,3 +80,6 @@ def test_the_app_starts_and_shows_a_map(chromium, tmp_path):
                     _open_pages.remove(open_page)
             context.close()
         stop_process(process)
+    # stopping the command (SIGTERM, as a service manager or `kill` does) stops Voila and its kernels too
+    _, alive = psutil.wait_procs(served, timeout=30)
+    assert not alive, [p.cmdline()[:4] for p in alive]
