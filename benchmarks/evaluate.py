@@ -4,7 +4,8 @@ Part 1, imputation (``--part imputation``): ybROAD of Grad-CAM maps for a batch 
 torchvision's resnet18 (and DenseNet-121 with ``--densenet``), random weights (nothing is downloaded): MoRF
 and LeRF at 20/40/60/80% = 8 imputed images per picture, with the exact sparse LU (``solver="direct"``) and
 with the batched multigrid-preconditioned CG (``solver="cg"``), next to the forwards of the same imputed
-images alone. The goal: ybROAD ≤ 1.5× those forwards (the imputation at most half their cost).
+images alone. The goal: ybROAD ≤ 1.5× those forwards (the imputation at most half their cost). The target
+class is given, as CAManim gives it (without one, ybROAD first forwards the clean pictures to find it).
 
 Part 2, executors (``--part executors``): ``N`` shapes images (default 2,000, 64×64) on the shipped
 ``shapes-resnet`` × gradcam, lrp_composite, saliency (and backtrace where registered) × ROAD and the
@@ -47,7 +48,9 @@ def imputation(name: str, pictures: int, threads: int, rounds: int = 5) -> None:
     model = torchvision.models.get_model(name, weights=None).eval()
     adapter = xw.ModelAdapter(model, input_size=(3, 224, 224), name=name)
     x = torch.randn(pictures, 3, 224, 224)
-    maps = xw.explain(adapter, x, method="gradcam").attribution
+    with torch.no_grad():
+        target = adapter.forward(x).argmax(1)  # the class the maps explain, passed on as CAManim does
+    maps = xw.explain(adapter, x, target=target, method="gradcam").attribution
     images = x.repeat(8, 1, 1, 1)  # the 8 imputed images per picture, forwarded alone
 
     def forwards() -> None:
@@ -55,12 +58,12 @@ def imputation(name: str, pictures: int, threads: int, rounds: int = 5) -> None:
             for start in range(0, len(images), 16):
                 adapter.forward(images[start : start + 16])
 
-    ybroad(adapter, x, maps, solver="cg", batch_size=16)  # warm-up
-    direct = _clock(lambda: ybroad(adapter, x, maps, solver="direct", batch_size=16))
+    ybroad(adapter, x, maps, target, solver="cg", batch_size=16)  # warm-up
+    direct = _clock(lambda: ybroad(adapter, x, maps, target, solver="direct", batch_size=16))
     floors, ratios = [], []
     for _ in range(rounds):  # paired: the forwards timed right before each ybROAD run
         floors.append(_clock(forwards))
-        seconds = _clock(lambda: ybroad(adapter, x, maps, solver="cg", batch_size=16))
+        seconds = _clock(lambda: ybroad(adapter, x, maps, target, solver="cg", batch_size=16))
         ratios.append(seconds / floors[-1])
     floor = statistics.median(floors)
     print(f"\n{name}, {pictures} pictures at 224×224 ({8 * pictures} imputed images), {threads} threads")

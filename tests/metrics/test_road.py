@@ -180,6 +180,19 @@ def test_batched_solver_equals_the_exact_solve_on_roads_own_masks_and_ignores_th
     torch.testing.assert_close(alone, batched[[0, 5]], atol=1e-6, rtol=0)
 
 
+@pytest.mark.parametrize("size", [(45, 37), (5, 300), (16, 17), (2, 2), (1, 9)])
+def test_batched_solver_equals_the_exact_solve_at_odd_and_tiny_sizes(size):
+    """Odd sides (padded coarse levels, the cropped prolongation), a strip, the direct coarsest level alone
+    (≤ 256 pixels) and one-pixel rows: in float64 the CG reaches the exact solve."""
+    torch.manual_seed(6)
+    x = torch.rand(3, 2, *size, dtype=torch.float64)
+    removed = torch.rand(3, *size) < 0.7
+    removed[:, 0, 0] = False  # at least one kept pixel per image
+    exact = noisy_linear_imputation(x, removed, noise=0.0, solver="direct")
+    batched = noisy_linear_imputation(x, removed, noise=0.0, solver="cg")
+    torch.testing.assert_close(batched, exact, atol=1e-9, rtol=0)
+
+
 def test_road_without_noise_equals_quantus(small_cnn):
     """Quantus's ROAD counts, per percentage, the images whose prediction still equals the label after the
     MoRF removal (its noisy linear imputation is the authors'); with noise 0 and maps without ties ours
