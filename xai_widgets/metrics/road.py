@@ -121,6 +121,13 @@ def _neighbour_sum(v: Tensor) -> Tensor:
     return _kernel(v).add_(v, alpha=-4).mul_(1 / 12)
 
 
+def _diagonals(removed: Tensor) -> tuple[Tensor, Tensor]:
+    """D, the in-image weight sum of each pixel (1 inside, less at the border), and A's diagonal on the
+    removed pixels, removed · (D + 1/3) (the stencil's own centre weight is 4/12)."""
+    diagonal = _neighbour_sum(torch.ones_like(removed[:1]))
+    return diagonal, removed * (diagonal + 1 / 3)
+
+
 class _Grid:
     """One multigrid level: the removed pixels (B×1×H×W, 1.0 where unknown), the operator on them,
     A v = removed · (D v − Σ_j w_ij v_j) = removed · ((D + 1/3) v − K v / 12), D the in-image weight sum (the
@@ -133,9 +140,8 @@ class _Grid:
 
     def __init__(self, removed: Tensor, channels: int) -> None:
         self.removed = removed
-        diagonal = _neighbour_sum(torch.ones_like(removed[:1]))
+        diagonal, self.centre = _diagonals(removed)
         self.inverse = removed / diagonal
-        self.centre = removed * (diagonal + 1 / 3)
         self.side = removed * (-1 / 12)
         # a Jacobi sweep e ← e + D⁻¹(r − A e) = (1 − D⁻¹·centre) e + (D⁻¹/12) K e + D⁻¹ r on the removed pixels
         self.keep = 1 - self.inverse * self.centre
@@ -173,9 +179,8 @@ class _Coarsest:
         basis = torch.eye(n, dtype=removed.dtype, device=removed.device).view(n, 1, h, w)
         stencil = _kernel(basis).view(n, n)
         mask = removed.view(b, n)
-        diagonal = _neighbour_sum(torch.ones_like(removed[:1])).view(1, n)
         matrix = (mask[:, :, None] * mask[:, None, :]) * stencil.mul(-1 / 12)
-        matrix.diagonal(dim1=1, dim2=2).add_(mask * (diagonal + 1 / 3) + (1 - mask))
+        matrix.diagonal(dim1=1, dim2=2).add_(_diagonals(removed)[1].view(b, n) + (1 - mask))
         self.factor = torch.linalg.cholesky(matrix)
 
     def solve(self, r: Tensor) -> Tensor:
