@@ -650,8 +650,8 @@ class Workbench(w.VBox):
 
     # ---------------------------------------------------------------- CAManim
     def _link_player(self, player: Any) -> None:
-        """The scrubber's layer is the explorer's CAM layer, both ways; the film follows the randomization
-        (the player itself recomputes on a new picture or target only)."""
+        """The scrubber's layer is the explorer's CAM layer, both ways (the player itself follows the picture,
+        the target and the randomization of its state)."""
 
         def on_index(change: dict) -> None:
             film = player.film
