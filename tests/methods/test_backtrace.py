@@ -12,6 +12,7 @@ from torch import nn
 
 import xai_widgets as xw
 from xai_widgets.errors import MethodError, UnsupportedModelError
+from xai_widgets.methods import backtrace as backtrace_module
 from xai_widgets.methods.backtrace import (
     GELU,
     HARDSWISH,
@@ -210,6 +211,26 @@ def test_batch_equals_loop_and_is_deterministic(resnet18):
     for i, target in enumerate([0, 4, 7]):
         single = xw.explain(resnet18, x[i : i + 1], target, "backtrace")
         torch.testing.assert_close(single.attribution, batch.attribution[i : i + 1], rtol=1e-4, atol=1e-7)
+
+
+def test_slicing_the_batch_changes_nothing(resnet18, monkeypatch):
+    """On the CPU a large unit's rule runs over slices of the batch (fewer fresh pages); the maps, both
+    streams and the ledgers are those of one pass over the whole batch."""
+    x = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    whole = {m: xw.explain(resnet18, x, [1, 2, 3], m) for m in ("backtrace", "backtrace_contrastive")}
+    monkeypatch.setattr(backtrace_module, "SLICE", 1)  # one sample per slice at every unit
+    for method, expected in whole.items():
+        got = xw.explain(resnet18, x, [1, 2, 3], method)
+        torch.testing.assert_close(got.attribution, expected.attribution, rtol=1e-5, atol=1e-9)
+        if method == "backtrace_contrastive":
+            torch.testing.assert_close(
+                got.extras["negative"], expected.extras["negative"], rtol=1e-5, atol=1e-9
+            )
+        for key in ("ledger", "ledger_negative") if method == "backtrace_contrastive" else ("ledger",):
+            for name, row in expected.extras[key].items():
+                torch.testing.assert_close(
+                    got.extras[key][name]["passed"], row["passed"], rtol=1e-5, atol=1e-9
+                )
 
 
 @pytest.mark.parametrize("name", ["resnet18", "mobilenet_v3_small", "densenet121"])

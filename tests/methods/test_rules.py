@@ -25,9 +25,11 @@ from xai_widgets.methods.rules import (
     WSquare,
     ZBox,
     ZPlus,
+    _subpixel,
     clear_weight_cache,
     percentile,
     stabilize,
+    subpixel_transpose,
 )
 
 EPS = 1e-6
@@ -157,6 +159,7 @@ def test_rules_conserve_relevance_without_bias():
         nn.Conv2d(4, 6, 3, padding="same", padding_mode="reflect"),
         nn.Conv2d(4, 8, 3, padding=2, dilation=2, groups=2),
         nn.Conv1d(4, 6, 5, padding=2),
+        nn.Conv2d(4, 8, 7, stride=2, padding=3),  # an image layer: the sub-pixel path
     ],
 )
 def test_affine_transpose_is_the_input_gradient(conv):
@@ -169,9 +172,30 @@ def test_affine_transpose_is_the_input_gradient(conv):
     torch.testing.assert_close(layer.linear(x, conv.weight) + layer.bias_as(out), out)
     first, second = layer.transpose_pair(s, conv.weight, conv.weight.clamp(min=0), x)
     torch.testing.assert_close(second, layer.transpose(s, conv.weight.clamp(min=0), x))
+    positive, minus = layer.transpose_sides(s, x)
+    torch.testing.assert_close(positive, layer.transpose(s, conv.weight.clamp(min=0), x))
+    torch.testing.assert_close(minus, layer.transpose(s, conv.weight.clamp(min=0) - conv.weight, x))
     v = torch.randn_like(out)
     expected = layer.transpose(s, conv.weight, x) + 0.25 * layer.transpose(v, conv.weight.clamp(min=0), x)
     torch.testing.assert_close(layer.transpose_sum(s, v, 0.25, x), expected)
+
+
+@pytest.mark.parametrize(
+    ("channels", "kernel", "stride", "padding"),
+    [(3, 7, 2, 3), (1, 4, 3, 1), (2, 1, 2, 0), (3, (3, 5), 2, (1, 2)), (4, 3, 2, 2), (3, 2, 4, 0)],
+)
+@pytest.mark.parametrize("size", [(9, 9), (8, 13), (5, 6)])
+def test_subpixel_transpose_is_the_input_gradient(channels, kernel, stride, padding, size):
+    """The strided image-layer transpose as one stride-1 convolution and a pixel shuffle, at odd and even sides,
+    kernels longer or shorter than the stride, and positions no output reads (they get 0)."""
+    conv = nn.Conv2d(channels, 5, kernel, stride=stride, padding=padding)
+    assert _subpixel(conv, conv.weight)
+    x = torch.randn(2, channels, *size, generator=torch.Generator().manual_seed(1), requires_grad=True)
+    out = conv(x)
+    s = torch.randn_like(out)
+    got = subpixel_transpose(s, conv.weight, stride, conv.padding, size)
+    torch.testing.assert_close(got, torch.autograd.grad(out, x, s)[0])
+    assert got.is_contiguous()
 
 
 class ConvNorm(nn.Module):

@@ -56,11 +56,14 @@ routing); a product with a constant or division by one passes it through; an ele
 bias share, plus relevance stopped by saturation); ``extras['bias_absorbed']`` sums it, so Σ R_in +
 bias_absorbed = the start relevance, exactly for a bias-free ReLU network (0 absorbed).
 
-Speed: one forward, plus per unit one extra forward with |W| on the layer's input and one transposed product;
-contrastive mode runs two backward passes over one forward, each with one transposed product per unit where one
-side carries the stream (W⁺ᵀα for the positive stream after a ReLU, |W⁻|ᵀβ for the negative one) and two where
-both do (a unit read by a residual add). On resnet18 that convolution work alone is about 2.3× the
-forward+backward floor, so the fast paths use float 0/1 masks (boolean ones cost far more on the CPU).
+Speed: one forward, plus per unit one extra forward with |W| on the layer's input and one transposed product.
+The contrastive mode carries both streams through one backward pass (:func:`.paired_backward.paired_grad`):
+each unit forms P, N and the masks once, and keeps nothing for a second pass. A unit needs one transposed
+product per stream where one side carries it (W⁺ᵀα for the positive stream after a ReLU, |W⁻|ᵀβ for the
+negative one) and two where both do (a unit read by a residual add); on resnet18 that convolution work alone
+is about 2× the forward+backward floor. The fast paths use float 0/1 masks (boolean ones cost far more on the
+CPU); on the CPU a large unit's rule runs over slices of the batch (:func:`_by_samples`), and an image layer's
+strided transpose runs as a stride-1 convolution (:func:`.rules.subpixel_transpose`).
 """
 
 from __future__ import annotations
@@ -81,7 +84,8 @@ from ..registry import register_method
 from .canonizers import AVERAGE_MODULES, MergeBatchNorm, inplace_error
 from .gating import gate_multiply, gate_operands
 from .intercept import ModuleStack, OpCall, OpRules, tensors
-from .rules import Affine, Ledger, LinearRule, PassThrough, derived_weight
+from .paired_backward import paired_grad
+from .rules import Affine, Ledger, LinearRule, PassThrough
 
 
 # ------------------------------------------------------------------------------------------- activations
@@ -195,31 +199,29 @@ def coefficients(
     return alpha, beta
 
 
-def _unsaturated(r: Tensor, t: Tensor, activation: Saturation | None) -> bool:
-    """True when ``activation`` drops no side at any unit that has relevance (a monotonic activation's range
-    test on t only; non-monotonic ones need P and N, so they never take this shortcut).
+def _unsaturated(relevances: list[Tensor], t: Tensor, activation: Saturation | None) -> list[bool]:
+    """For each relevance tensor R (one per stream), True when ``activation`` drops no side at any unit that
+    has relevance (a monotonic activation's range test on t only; non-monotonic ones need P and N, so they
+    never take this shortcut). The overshoot beyond the range is formed once for all streams.
 
     Written with float arithmetic, as the rest of the fast paths: on the CPU, comparisons, ``where`` and
     ``masked_fill`` over boolean masks cost 5 to 20 times a float multiply. A unit counts as relevant when
-    R · (l − t) is non-zero, so one whose product underflows (|R| and the overshoot both below ~1e-19) is
+    R · (t − l) is non-zero, so one whose product underflows (|R| and the overshoot both below ~1e-19) is
     treated as unsaturated; its relevance is then too small to matter.
     """
-    if activation is None:
-        return True
-    if activation.function is not None:
-        return False
-    for excess in (
-        None if activation.lower is None else (activation.lower - t).clamp_(min=0),
-        None if activation.upper is None else (t - activation.upper).clamp_(min=0),
-    ):
-        if excess is not None and _nonzero(excess.mul_(r)):
-            return False
-    return True
+    if activation is None or activation.function is not None:
+        return [activation is None] * len(relevances)
+    excesses = []  # the overshoot below the lower bound (as t − l ≤ 0) and above the upper one
+    if activation.lower is not None:
+        excesses.append(t.clamp(max=0) if activation.lower == 0 else (t - activation.lower).clamp_(max=0))
+    if activation.upper is not None:
+        excesses.append((t - activation.upper).clamp_(min=0))
+    return [not any(_nonzero(excess * r) for excess in excesses) for r in relevances]
 
 
 def _nonzero(t: Tensor) -> bool:
     low, high = torch.aminmax(t)
-    return bool(low != 0) or bool(high != 0)
+    return bool(low) or bool(high)
 
 
 def _split(x: Tensor, alpha: Tensor, beta: Tensor, transpose: Callable[[Tensor], Tensor]) -> Tensor:
@@ -248,7 +250,8 @@ class _State:
         self.units: dict[int, tuple[Tensor, _Cell]] = {}
         self.cells: dict[int, tuple[Any, _Cell]] = {}
         self.gates: dict[int, Tensor] = {}
-        self.cache: dict[int, _Sides] = {}  # per unit, kept for the second contrastive stream
+        self.first: tuple | None = None  # the positive stream's gradients at the node the negative one is at
+        self.done: dict[int, Any] = {}  # per node, its positive result, computed in its negative call
 
     def unit(self, out: Tensor, key: Any) -> _Cell:
         cell = _Cell()
@@ -275,34 +278,57 @@ class _State:
         self.gates.clear()
         self.passed.close()
 
-    def ledgers(self) -> dict[str, dict[str, Tensor]]:
+    def ledgers(self, negative: bool = False) -> dict[str, dict[str, Tensor]]:
+        reached_totals, passed_totals = self._totals[-1 if negative else 1]
         table = {}
-        for name in self.reached.totals:
-            reached, passed = self.reached.totals[name], self.passed.totals.get(name)
+        for name in reached_totals:
+            reached, passed = reached_totals[name], passed_totals.get(name)
             if reached is None or passed is None:
                 continue
             table[name] = {"reached": reached, "passed": passed, "absorbed": reached - passed}
         return table
 
-    def restart(self, stream: int) -> None:
-        self.stream = stream
-        self.reached.totals = dict.fromkeys(self.reached.totals)
-        self.passed.totals = dict.fromkeys(self.passed.totals)
+    def start(self, contrastive: bool) -> None:
+        """Before the backward: empty ledgers for the positive (or default) stream, and for the negative one."""
+        self.stream = 1 if contrastive else 0
+        self._totals = {
+            stream: (dict.fromkeys(self.reached.totals), dict.fromkeys(self.passed.totals))
+            for stream in (1, -1)
+        }
+        self.switch(None)
+
+    def switch(self, first: tuple | None) -> None:
+        """Serve the negative stream (``first``: the positive stream's gradients at the node's outputs) or, for
+        None, the positive one: the rules read ``stream``, the ledgers fill that stream's totals (see
+        :func:`.paired_backward.paired_grad`)."""
+        if self.stream != 0:
+            self.stream = 1 if first is None else -1
+        self.first = first
+        self.reached.totals, self.passed.totals = self._totals[1 if first is None else -1]
+
+    def paired(self, key: Any, r: Tensor, compute: Callable[[tuple], list]) -> Any:
+        """``compute(((r, stream),))[0]``, except in the contrastive mode's paired backward: the negative stream's
+        call of a node computes both streams at once, sharing the node's per-unit work (P, N, the masks), and
+        keeps the positive result for the positive call of the same node, which comes right after it."""
+        if self.stream < 0 and self.first is not None:
+            first = self.first[0]
+            positive, negative = compute(((torch.zeros_like(r) if first is None else first, 1), (r, -1)))
+            self.done[id(key)] = positive
+            return negative
+        if self.stream > 0:
+            hit = self.done.pop(id(key), None)
+            if hit is not None:
+                return hit
+        return compute(((r, self.stream),))[0]
 
 
 # ------------------------------------------------------------------------------------------ affine units
-def _weight(layer: Affine, key: str, make: Callable[[], Tensor]) -> Tensor:
-    if layer.param is None:
-        with torch.no_grad():
-            return make()
-    return derived_weight(layer.param, ("backtrace", key), make, layer.scale)
-
-
 class BacktraceAffine(LinearRule):
     """The DLBacktrace rule of a Linear/Conv/BatchNorm unit (module docstring): R_i = Σ_j α_j c_ij⁺ + β_j |c_ij⁻|.
 
     P and N come from A = |W| |x| and the forward's z: P = (A + z − b)/2, N = (A − z + b)/2, so the rule costs
-    one extra product with |W| and one transposed product (one over [W; W⁺] stacked when α ≠ β).
+    one extra product with |W| and one transposed product (two where both sides carry relevance). In the
+    contrastive mode a unit's negative call forms P and N once for both streams (:meth:`_State.paired`).
     """
 
     def __init__(self, state: _State) -> None:
@@ -318,77 +344,140 @@ class BacktraceAffine(LinearRule):
     def relevance(self, layer: Affine, x: Tensor, z: Tensor, r: Tensor) -> Tensor:
         state = self.state
         state.reached.add(self.name, r)
-        cell = state.cell(layer)
-        activation = cell.activation if cell else None
-        bias = layer.bias_as(z)
-        stream = 0 if layer.elementwise else state.stream
-        absolute = _weight(layer, "abs", lambda: layer.weight.abs())
-        cached = state.cache.get(id(layer))
-        if cached is None:
-            nonnegative = bool(x.amin() >= 0)
-            size = x if nonnegative else x.abs()
-            magnitude = layer.linear(size, absolute)
-            if stream == 0 and _unsaturated(r, z, activation):
-                # the common case: no unit with relevance is saturated, so D = Σ|c| + |b| and one product
-                share = _ratio(r, magnitude.add_(torch.as_tensor(bias).abs()))
-                return layer.transpose(share, absolute, x).mul_(size)
-            net = z - bias
-            p = (magnitude + net).mul_(0.5).clamp_(min=0)
-            n = magnitude.sub_(net).mul_(0.5).clamp_(min=0)
-            cached = state.cache[id(layer)] = _Sides(p, n, nonnegative)
-        if stream != 0 and _unsaturated(r, z, activation):
-            alpha, beta = cached.streams(r, z, bias, stream)
-        else:
-            alpha, beta = coefficients(r, cached.p, cached.n, z, bias, activation, stream)
-        if alpha is beta:
-            return layer.transpose(alpha, absolute, x).mul_(x.abs())
-        if cached.nonnegative:
-            # x ≥ 0: R = x ⊙ (W⁺ᵀα + |W⁻|ᵀβ), one product when a side carries nothing (after a ReLU the
-            # positive stream usually has only α, the negative one only β)
-            if not _nonzero(beta):
-                return layer.transpose(alpha, layer.positive(), x).mul_(x)
-            if not _nonzero(alpha):
-                negative = _weight(layer, "negative", lambda: layer.positive() - layer.weight)
-                return layer.transpose(beta, negative, x).mul_(x)
-        # with |W⁻| = W⁺ − W: the positive contributions of x⁺ and the negative ones of x⁻ get
-        # up = W⁺ᵀα + |W⁻|ᵀβ = W⁺ᵀ(α + β) − Wᵀβ, the others down = |W⁻|ᵀα + W⁺ᵀβ = up + Wᵀ(β − α)
-        up = layer.transpose_sum(-beta, alpha + beta, 1.0, x)
-        if cached.nonnegative:
-            return up.mul_(x)
-        down = layer.transpose(beta - alpha, layer.weight, x).add_(up)
-        return x.clamp(min=0) * up - x.clamp(max=0) * down
+        if layer.elementwise or state.stream == 0:
+            return _by_samples(lambda i: [self._default(layer, *_rows(i, x, z, r))], z)[0]
 
+        def compute(streams: tuple) -> list[Tensor]:
+            def part(i: slice | None) -> list[Tensor]:
+                rows = _rows(i, x, z, *(r for r, _ in streams))
+                return self._streams(layer, *rows[:2], [(r, s) for r, (_, s) in zip(rows[2:], streams)])
 
-@dataclass
-class _Sides:
-    """A unit's sums of positive (P) and |negative| (N) contributions, kept for the second contrastive stream,
-    with what the stream rule reads of them."""
+            return _by_samples(part, z)
 
-    p: Tensor
-    n: Tensor
-    nonnegative: bool
-    _gains: dict[int, tuple[Tensor, Tensor]] | None = None
+        return state.paired(layer, r, compute)
 
-    def streams(self, r: Tensor, t: Tensor, bias: Tensor | float, stream: int) -> tuple[Tensor, Tensor]:
-        """:func:`coefficients` of a contrastive stream where no unit with relevance is saturated: the carrying
-        side is (P > 0) ∧ (t > 0 for the positive stream, t ≤ 0 for the negative, or N = 0), and α = R / (P + b⁺)
-        there, β = R / (N + b⁻) elsewhere (0 where that is 0/0). Both streams' per-unit gains are formed once,
-        with 0/1 float masks (see :func:`_unsaturated` for why not boolean ones)."""
-        if self._gains is None:
-            some_p, lone, up = self.p.sign(), self.n.sign().neg_().add_(1), t.sign().clamp_(min=0)
-            if isinstance(bias, Tensor):
-                pb, nb = self.p + bias.clamp(min=0), self.n - bias.clamp(max=0)
+    def _activation(self, layer: Affine) -> Saturation | None:
+        cell = self.state.cell(layer)
+        return cell.activation if cell else None
+
+    def _default(self, layer: Affine, x: Tensor, z: Tensor, r: Tensor) -> Tensor:
+        activation, bias = self._activation(layer), layer.bias_as(z)
+        absolute = layer.absolute()
+        nonnegative = x.amin().item() >= 0
+        size = x if nonnegative else x.abs()
+        magnitude = layer.linear(size, absolute)
+        if _unsaturated([r], z, activation)[0]:
+            # the common case: no unit with relevance is saturated, so D = Σ|c| + |b| and one product
+            share = _ratio(r, magnitude.add_(torch.as_tensor(bias).abs()))
+            return layer.transpose(share, absolute, x).mul_(size)
+        p, n = _sides(magnitude, z, bias)
+        alpha, beta = coefficients(r, p, n, z, bias, activation)
+        return _backward(layer, x, nonnegative, alpha, beta)
+
+    def _streams(self, layer: Affine, x: Tensor, z: Tensor, streams: tuple) -> list[Tensor]:
+        activation, bias = self._activation(layer), layer.bias_as(z)
+        nonnegative = x.amin().item() >= 0
+        magnitude = layer.linear(x if nonnegative else x.abs(), layer.absolute())
+        p, n = _sides(magnitude, z, bias)
+        del magnitude
+        plain = _unsaturated([r for r, _ in streams], z, activation)
+        carry = _Carry(p, n, z, bias) if any(plain) else None
+        if all(plain):
+            del p, n
+        out = []
+        for (r, stream), fast in zip(streams, plain):
+            if fast:
+                alpha, beta = carry.coefficients(r, stream)
             else:
-                pb, nb = self.p + max(bias, 0.0), self.n + max(-bias, 0.0)
-            gains = {}
-            for sign, side in ((1, up), (-1, 1 - up)):
-                carry = torch.maximum(side, lone).mul_(some_p)
-                gain_p = torch.div(carry, pb).nan_to_num_(0.0, 0.0, 0.0)
-                gain_n = torch.div(carry.neg_().add_(1), nb).nan_to_num_(0.0, 0.0, 0.0)
-                gains[sign] = (gain_p, gain_n)
-            self._gains = gains
-        gain_p, gain_n = self._gains[stream]
-        return r * gain_p, r * gain_n
+                alpha, beta = coefficients(r, p, n, z, bias, activation, stream)
+            out.append(_backward(layer, x, nonnegative, alpha, beta))
+        return out
+
+
+SLICE = 1 << 19  # elements of a unit's output per slice of the batch (CPU)
+
+
+def _by_samples(compute: Callable[[slice | None], list[Tensor]], z: Tensor) -> list[Tensor]:
+    """``compute(None)`` (the whole batch); on the CPU, ``compute(rows)`` over slices of the batch with at most
+    :data:`SLICE` elements of the unit's output ``z`` each, concatenated. A unit's rule forms a dozen
+    temporaries of z's size; on a large layer (the first convolution of an image model at batch 8: 26 MB each)
+    fresh ones are fresh pages from the kernel, which cost more than the arithmetic, while a slice's
+    temporaries reuse the memory the previous slice freed. Every operation is per sample, so the result is the
+    same."""
+    per = max(1, SLICE // max(1, z.numel() // max(1, z.shape[0])))
+    if z.device.type != "cpu" or per >= z.shape[0]:
+        return compute(None)
+    parts = [compute(slice(i, i + per)) for i in range(0, z.shape[0], per)]
+    return [torch.cat(column) for column in zip(*parts)]
+
+
+def _rows(rows: slice | None, *tensors: Tensor) -> tuple[Tensor, ...]:
+    return tensors if rows is None else tuple(t[rows] for t in tensors)
+
+
+def _sides(magnitude: Tensor, z: Tensor, bias: Tensor | float) -> tuple[Tensor, Tensor]:
+    """(P, N) from A = Σ_i |c_ij| (``magnitude``, overwritten) and the net input z − b."""
+    net = z - bias
+    p = (magnitude + net).mul_(0.5).clamp_(min=0)
+    n = magnitude.sub_(net).mul_(0.5).clamp_(min=0)
+    return p, n
+
+
+def _backward(layer: Affine, x: Tensor, nonnegative: bool, alpha: Tensor, beta: Tensor) -> Tensor:
+    """R_i = Σ_j α_j c_ij⁺ + β_j |c_ij⁻| with c = W x: the transposed products the coefficients need."""
+    if alpha is beta:
+        return layer.transpose(alpha, layer.absolute(), x).mul_(x.abs())
+    if nonnegative:
+        # x ≥ 0: R = x ⊙ (W⁺ᵀα + |W⁻|ᵀβ), one product when a side carries nothing (after a ReLU the
+        # positive stream usually has only α, the negative one only β)
+        if not _nonzero(beta):
+            return layer.transpose(alpha, layer.positive(), x).mul_(x)
+        if not _nonzero(alpha):
+            return layer.transpose(beta, layer.minus(), x).mul_(x)
+        return _up(layer, x, alpha, beta).mul_(x)
+    # the positive contributions of x⁺ and the negative ones of x⁻ get up = W⁺ᵀα + |W⁻|ᵀβ, the others
+    # down = |W⁻|ᵀα + W⁺ᵀβ
+    if layer.narrow:
+        # an image layer (its map is the answer): up ± down = |W|ᵀ(α + β), ±Wᵀ(α − β), so x⁺ up − x⁻ down
+        # is two products with as few output channels as the image has
+        both = layer.transpose(alpha + beta, layer.absolute(), x).mul_(x.abs())
+        return both.add_(layer.transpose(alpha.sub(beta), layer.weight, x).mul_(x)).mul_(0.5)
+    # elsewhere up and down are formed apart, so a contributor that gets nothing gets exactly 0: one product
+    # over [W⁺, |W⁻|] where one side carries nothing (a unit read by a ReLU), else down = up + Wᵀ(β − α)
+    if not _nonzero(beta):
+        up, down = layer.transpose_sides(alpha, x)
+    elif not _nonzero(alpha):
+        down, up = layer.transpose_sides(beta, x)
+    else:
+        up = _up(layer, x, alpha, beta)
+        down = layer.transpose(beta - alpha, layer.weight, x).add_(up)
+    return x.clamp(min=0) * up - x.clamp(max=0) * down
+
+
+def _up(layer: Affine, x: Tensor, alpha: Tensor, beta: Tensor) -> Tensor:
+    """W⁺ᵀα + |W⁻|ᵀβ as two products (as fast as one over the weights stacked, without the stacking copies)."""
+    return layer.transpose(alpha, layer.positive(), x).add_(layer.transpose(beta, layer.minus(), x))
+
+
+class _Carry:
+    """:func:`coefficients` of a contrastive stream where no unit with relevance is saturated: the carrying side
+    is (P > 0) ∧ (t > 0 for the positive stream, t ≤ 0 for the negative, or N = 0), α = R / (P + b⁺) there and
+    β = R / (N + b⁻) elsewhere (0 where that is 0/0). The masks both streams share are formed once, as 0/1
+    floats (see :func:`_unsaturated` for why not boolean ones)."""
+
+    def __init__(self, p: Tensor, n: Tensor, t: Tensor, bias: Tensor | float) -> None:
+        self.some_p, self.lone, self.up = p.sign(), n.sign().neg_().add_(1), t.sign().clamp_(min=0)
+        if isinstance(bias, Tensor):
+            pb, nb = p + bias.clamp(min=0), n - bias.clamp(max=0)
+        else:
+            pb, nb = p + max(bias, 0.0), n + max(-bias, 0.0)
+        self.inverse_p = pb.reciprocal_().nan_to_num_(0.0, 0.0, 0.0)
+        self.inverse_n = nb.reciprocal_().nan_to_num_(0.0, 0.0, 0.0)
+
+    def coefficients(self, r: Tensor, stream: int) -> tuple[Tensor, Tensor]:
+        side = self.up if stream > 0 else 1 - self.up
+        carried = torch.maximum(side, self.lone).mul_(self.some_p).mul_(r)
+        return carried * self.inverse_p, torch.sub(r, carried, out=carried).mul_(self.inverse_n)
 
 
 # -------------------------------------------------------------------------------------- functional units
@@ -405,19 +494,44 @@ class _SumUnit(torch.autograd.Function):
     def backward(ctx: Any, r: Tensor) -> tuple:
         value, *terms = ctx.saved_tensors
         (coefs, bias, state, name, cell) = ctx.info
+
+        def compute(streams: tuple) -> list[list[Tensor]]:
+            parts = [(term if c == 1 else c * term).expand_as(value) for c, term in zip(coefs, terms)]
+            sizes = [part.abs() for part in parts]
+            plain = _unsaturated([r_s for r_s, _ in streams], value, cell.activation)
+            sides = None
+            if any(plain):
+                # D = Σ|c| + |b|, and each term gets R |c| / D (coefficients' default where nothing saturates)
+                total = sum(sizes[1:], sizes[0])
+                if isinstance(bias, Tensor) or bias:
+                    total = total + (bias.abs() if isinstance(bias, Tensor) else abs(bias))
+            results = []
+            for (r_s, _), fast in zip(streams, plain):
+                if fast:
+                    share = _ratio(r_s, total)
+                    results.append(
+                        [(share * size).sum_to_size(term.shape) for size, term in zip(sizes, terms)]
+                    )
+                    continue
+                if sides is None:
+                    sides = (
+                        sum(part.clamp(min=0) for part in parts),
+                        sum((-part).clamp(min=0) for part in parts),
+                    )
+                alpha, beta = coefficients(r_s, *sides, value, bias, cell.activation)
+                out = []
+                for part, size, term in zip(parts, sizes, terms):
+                    rel = (
+                        alpha * size
+                        if alpha is beta
+                        else alpha * part.clamp(min=0) + beta * (-part).clamp(min=0)
+                    )
+                    out.append(rel.sum_to_size(term.shape))
+                results.append(out)
+            return results
+
         with torch.no_grad():
-            parts = [(c * term).expand_as(value) for c, term in zip(coefs, terms)]
-            p = sum(part.clamp(min=0) for part in parts)
-            n = sum((-part).clamp(min=0) for part in parts)
-            activation = None if _unsaturated(r, value, cell.activation) else cell.activation
-            alpha, beta = coefficients(r, p, n, value, bias, activation)
-            out = []
-            for part, term in zip(parts, terms):
-                if alpha is beta:
-                    rel = alpha * part.abs()
-                else:
-                    rel = alpha * part.clamp(min=0) + beta * (-part).clamp(min=0)
-                out.append(rel.sum_to_size(term.shape))
+            out = state.paired(ctx, r, compute)
         state.reached.add(name, r)
         state.passed.add(name, *out)
         return (None, None, *out)
@@ -442,13 +556,17 @@ class _PositiveUnit(torch.autograd.Function):
                 leaf = x.detach().requires_grad_(True)
                 return torch.autograd.grad(op(leaf), leaf, s)[0]
 
+        def compute(streams: tuple) -> list[Tensor]:
+            p, n = _sides(op(x.abs()), value, 0.0)
+            results = []
+            plain = _unsaturated([r_s for r_s, _ in streams], value, cell.activation)
+            for (r_s, _), fast in zip(streams, plain):
+                alpha, beta = coefficients(r_s, p, n, value, 0.0, None if fast else cell.activation)
+                results.append(_split(x, alpha, beta, transpose))
+            return results
+
         with torch.no_grad():
-            magnitude = op(x.abs())
-            p = (magnitude + value).mul_(0.5).clamp_(min=0)
-            n = (magnitude - value).mul_(0.5).clamp_(min=0)
-            activation = None if _unsaturated(r, value, cell.activation) else cell.activation
-            alpha, beta = coefficients(r, p, n, value, 0.0, activation)
-            out = _split(x, alpha, beta, transpose)
+            out = state.paired(ctx, r, compute)
         state.reached.add(name, r)
         state.passed.add(name, out)
         return None, out, None
@@ -689,25 +807,22 @@ def attribute(
                 state.forward_done()
         score = adapter.score(logits, target)
         positive_seed, negative_seed = _seeds(logits, score, target, multiplier)
-        state.restart(1 if contrastive else 0)
-        (positive,) = torch.autograd.grad(
-            (logits * positive_seed).sum(), source, retain_graph=contrastive, allow_unused=True
-        )
-        positive = torch.zeros_like(x) if positive is None else positive
-        ledger = state.ledgers()
+        state.start(contrastive)
         negative, negative_ledger = None, None
         if contrastive:
-            state.restart(-1)
-            (negative,) = torch.autograd.grad((logits * negative_seed).sum(), source, allow_unused=True)
-            negative = torch.zeros_like(x) if negative is None else negative
-            negative_ledger = state.ledgers()
+            positive, negative = paired_grad(logits, source, positive_seed, negative_seed, state.switch)
+            negative_ledger = state.ledgers(negative=True)
+        else:
+            (positive,) = torch.autograd.grad(logits, source, positive_seed, allow_unused=True)
+            positive = torch.zeros_like(x) if positive is None else positive
+        ledger = state.ledgers()
     except RuntimeError as error:
         unsupported = inplace_error(method, error)
         if unsupported is None:
             raise
         raise unsupported from error
     finally:
-        state.cache.clear()
+        state.done.clear()
         state.cells.clear()
     relevance = positive if negative is None else positive - negative
     extras: dict[str, Any] = {

@@ -85,7 +85,9 @@ class Ledger:
     def add(self, name: str | None, *relevance: Tensor) -> None:
         if name is None:
             return
-        total = sum(r.detach().flatten(1).sum(1) for r in relevance)
+        total = relevance[0].detach().flatten(1).sum(1)
+        for r in relevance[1:]:
+            total = total + r.detach().flatten(1).sum(1)
         previous = self.totals.get(name)
         self.totals[name] = total if previous is None else previous + total
 
@@ -298,11 +300,17 @@ class Affine:
 
     # ------------------------------------------------------------------------------------- weights
     def _derived(self, key: Any, make: Callable[[], Tensor]) -> Tensor:
-        if self.param is None:
-            if key not in self._cache:
-                self._cache[key] = make()
-            return self._cache[key]
-        return derived_weight(self.param, key, make, self.scale)
+        """``make()`` once per layer call (a rule asks for the same weight several times), and kept between
+        calls by :func:`derived_weight` for a module's own parameter."""
+        hit = self._cache.get(key)
+        if hit is None:
+            if self.param is None:
+                with torch.no_grad():
+                    hit = make()
+            else:
+                hit = derived_weight(self.param, key, make, self.scale)
+            self._cache[key] = hit
+        return hit
 
     @property
     def weight(self) -> Tensor:
@@ -319,6 +327,14 @@ class Affine:
     def negative(self) -> Tensor:
         """W'⁻ = W' − W'⁺."""
         return self.weight - self.positive()
+
+    def absolute(self) -> Tensor:
+        """|W'|."""
+        return self._derived("absolute", lambda: self.weight.abs())
+
+    def minus(self) -> Tensor:
+        """|W'⁻| = W'⁺ − W'."""
+        return self._derived("minus", lambda: self.positive() - self.weight)
 
     def mixed(self, c: float) -> Tensor:
         """W' + c W'⁺."""
@@ -341,6 +357,8 @@ class Affine:
             return s @ weight
         conv = self.module
         if conv.padding_mode == "zeros" and not isinstance(conv.padding, str):
+            if _subpixel(conv, weight):
+                return subpixel_transpose(s, weight, conv.stride[0], conv.padding, x.shape[-2:])
             dims = weight.ndim - 2
             return torch.ops.aten.convolution_backward(
                 s,
@@ -377,6 +395,17 @@ class Affine:
         both = self.transpose(s, torch.cat([w1, w2], 1), torch.cat([x, x], dim))
         return both.chunk(2, dim)
 
+    def transpose_sides(self, s: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
+        """(W'⁺ᵀs, |W'⁻|ᵀs) from one transposed product over [W'⁺, |W'⁻|] side by side along the input channels,
+        a derived weight kept like the others (only the input's shape is read)."""
+        if not self._concatenable():
+            return self.transpose(s, self.positive(), x), self.transpose(s, self.minus(), x)
+        dim = x.ndim - 1 if isinstance(self.module, nn.Linear) else 1
+        sides = self._derived("sides", lambda: torch.cat([self.positive(), self.minus()], 1))
+        shape = list(x.shape)
+        shape[dim] *= 2
+        return self.transpose(s, sides, x.new_empty(shape)).chunk(2, dim)
+
     def stacked(self, c: float) -> Tensor:
         """[W'; cW'⁺] stacked along the output channels (for :meth:`transpose_sum`)."""
         return self._derived(("stacked", c), lambda: torch.cat([self.weight, c * self.positive()], 0))
@@ -390,12 +419,60 @@ class Affine:
         dim = s1.ndim - 1 if isinstance(self.module, nn.Linear) else 1
         return self.transpose(torch.cat([s1, s2], dim), self.stacked(c), x)
 
+    @property
+    def narrow(self) -> bool:
+        """True for a layer with at most 4 input channels per output (an image model's first layer)."""
+        return not self.elementwise and self.raw.shape[1] * getattr(self.module, "groups", 1) <= 4
+
     def bias_as(self, z: Tensor, bias: Tensor | None = None) -> Tensor | float:
         """The (possibly modified) bias broadcast against an output ``z`` (0 when there is none)."""
         bias = self.bias if bias is None else bias
         if bias is None:
             return 0.0
         return bias if isinstance(self.module, nn.Linear) and not self.elementwise else _channel(bias, z)
+
+
+def _subpixel(conv: nn.Module, weight: Tensor) -> bool:
+    """Whether :func:`subpixel_transpose` serves this convolution: 2-D, strided, ungrouped, undilated, and with
+    at most 4 input channels (an image layer), where oneDNN's transposed convolution is 2–3× slower on the CPU
+    than the equivalent stride-1 one."""
+    return (
+        weight.ndim == 4
+        and weight.shape[1] <= 4
+        and conv.groups == 1
+        and tuple(conv.dilation) == (1, 1)
+        and conv.stride[0] == conv.stride[1] > 1
+    )
+
+
+_SUBPIXEL: WeakIdKeyDictionary = WeakIdKeyDictionary()
+
+
+def subpixel_transpose(s: Tensor, weight: Tensor, stride: int, padding: tuple, size: tuple) -> Tensor:
+    """(∂ conv(x, W, stride, padding)/∂x)ᵀ s for an input of spatial ``size``, as a stride-1 convolution.
+
+    Input position q (padded coordinate q + p = stride·m + φ) receives Σ_j W[stride·j + φ] s[m − j]: for each
+    phase φ a stride-1 convolution of s with the phase's taps of W, flipped. All stride² phases run as one
+    convolution with stride²·C_in output channels (the taps padded to ⌈k/stride⌉), which a pixel shuffle
+    interleaves back; this reads s once instead of scattering it.
+    """
+    out_channels, in_channels, kh, kw = weight.shape
+    taps = -(-max(kh, kw) // stride)
+    stamp = (weight._version, weight.data_ptr(), tuple(weight.shape), weight.dtype, weight.device)
+    hit = _SUBPIXEL.get(weight)
+    if hit is None or hit[0] != stamp:
+        padded = F.pad(weight.detach(), (0, stride * taps - kw, 0, stride * taps - kh))
+        phases = padded.view(out_channels, in_channels, taps, stride, taps, stride).permute(1, 3, 5, 0, 2, 4)
+        hit = _SUBPIXEL[weight] = (
+            stamp,
+            phases.flip(4, 5).reshape(in_channels * stride * stride, out_channels, taps, taps).contiguous(),
+        )
+    full = F.pixel_shuffle(F.conv2d(s, hit[1], None, 1, taps - 1), stride)
+    (pad_h, pad_w), (height, width) = padding, size
+    short_h, short_w = pad_h + height - full.shape[2], pad_w + width - full.shape[3]
+    if short_h > 0 or short_w > 0:  # positions no output reads: zero
+        full = F.pad(full, (0, max(short_w, 0), 0, max(short_h, 0)))
+    return full[:, :, pad_h : pad_h + height, pad_w : pad_w + width].contiguous()
 
 
 _DERIVED: WeakIdKeyDictionary = WeakIdKeyDictionary()
