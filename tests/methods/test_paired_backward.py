@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 
+from xai_widgets.errors import UnsupportedModelError
 from xai_widgets.methods.paired_backward import paired_grad
 
 
@@ -54,3 +56,19 @@ def test_an_output_that_does_not_depend_on_the_source_gives_zeros():
     for out in ((w * 2).expand(2, 3), torch.ones(2, 3)):
         first, second = paired_grad(out, x, torch.ones(2, 3), torch.ones(2, 3), lambda _: None)
         assert torch.equal(first, torch.zeros_like(x)) and torch.equal(second, torch.zeros_like(x))
+
+
+class _Refuse(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return x * 1
+
+    @staticmethod
+    def backward(ctx, g):
+        raise UnsupportedModelError("no rule here")
+
+
+def test_an_error_in_a_backward_reaches_the_caller_as_raised():
+    x = torch.randn(3, requires_grad=True)
+    with pytest.raises(UnsupportedModelError, match="no rule here"):
+        paired_grad(_Refuse.apply(x).sin(), x, torch.ones(3), torch.ones(3), lambda _: None)
