@@ -303,6 +303,23 @@ def _reference(layers, activations, x, target, stream):
     return r
 
 
+def test_contrastive_units_with_one_sided_contributions_take_the_general_rule():
+    """After a ReLU the streams usually go one to each side; a unit with t > 0 but no positive contributor
+    (a bias keeps it on) or no negative one must still follow the stream rule exactly."""
+    first = _linear([[-1.0, -1.0, 0.5], [1.0, 2.0, 0.0], [0.5, -0.5, 1.0]], [3.0, 0.0, 0.2])
+    # the target's output takes only positive contributions (R⁺ to every hidden unit's positive side), the other
+    # class's only negative ones (R⁻ to every hidden unit's negative side)
+    second = _linear([[1.0, 1.0, 1.0], [-1.0, -1.0, -1.0]], [0.0, 0.0])
+    model = nn.Sequential(first, nn.ReLU(), second).eval()
+    x = torch.tensor([[1.0, 1.0, 0.0], [2.0, 0.5, 1.0]])  # unit 0: P = 0 (t = 1); unit 1: N = 0
+    e = xw.explain(model, x, 0, "backtrace_contrastive")
+    acts = [(RELU, torch.relu), None]
+    for key, stream in (("positive", 1), ("negative", -1)):
+        with torch.no_grad():
+            expected = _reference([first, second], acts, x, 0, stream)
+        torch.testing.assert_close(e.extras[key], expected, rtol=1e-5, atol=1e-7)
+
+
 @pytest.mark.parametrize("activation", ["relu", "tanh", "silu"])
 def test_driver_agrees_with_explicit_contributions(activation):
     spec, function = {"relu": (RELU, torch.relu), "tanh": (TANH, torch.tanh), "silu": (SILU, F.silu)}[

@@ -61,9 +61,10 @@ The contrastive mode carries both streams through one backward pass (:func:`.pai
 each unit forms P, N and the masks once, and keeps nothing for a second pass. A unit needs one transposed
 product per stream where one side carries it (W⁺ᵀα for the positive stream after a ReLU, |W⁻|ᵀβ for the
 negative one) and two where both do (a unit read by a residual add); on resnet18 that convolution work alone
-is about 2× the forward+backward floor. The fast paths use float 0/1 masks (boolean ones cost far more on the
-CPU); on the CPU a large unit's rule runs over slices of the batch (:func:`_by_samples`), and an image layer's
-strided transpose runs as a stride-1 convolution (:func:`.rules.subpixel_transpose`).
+is about 2× the forward+backward floor. At a unit read by a ReLU the two streams usually need no masks at all
+(:func:`_after_relu`); the other fast paths use float 0/1 masks (boolean ones cost far more on the CPU). On the
+CPU a large unit's rule runs over slices of the batch (:func:`_by_samples`), and an image layer's strided
+transpose runs as a stride-1 convolution (:func:`.rules.subpixel_transpose`).
 """
 
 from __future__ import annotations
@@ -217,6 +218,11 @@ def _unsaturated(relevances: list[Tensor], t: Tensor, activation: Saturation | N
     if activation.upper is not None:
         excesses.append((t - activation.upper).clamp_(min=0))
     return [not any(_nonzero(excess * r) for excess in excesses) for r in relevances]
+
+
+def _carries(t: Tensor | None) -> bool:
+    """Whether a side's coefficients carry anything (None: known to carry nothing)."""
+    return t is not None and _nonzero(t)
 
 
 def _nonzero(t: Tensor) -> bool:
@@ -380,19 +386,37 @@ class BacktraceAffine(LinearRule):
         magnitude = layer.linear(x if nonnegative else x.abs(), layer.absolute())
         p, n = _sides(magnitude, z, bias)
         del magnitude
-        plain = _unsaturated([r for r, _ in streams], z, activation)
-        carry = _Carry(p, n, z, bias) if any(plain) else None
-        if all(plain):
-            del p, n
-        pairs = []
-        for (r, stream), fast in zip(streams, plain):
-            if fast:
-                pairs.append(carry.coefficients(r, stream))
-            else:
-                pairs.append(coefficients(r, p, n, z, bias, activation, stream))
+        pairs = _after_relu(p, n, z, bias, streams) if activation is RELU and len(streams) == 2 else None
+        if pairs is None:
+            plain = _unsaturated([r for r, _ in streams], z, activation)
+            carry = _Carry(p, n, z, bias) if any(plain) else None
+            pairs = []
+            for (r, stream), fast in zip(streams, plain):
+                if fast:
+                    pairs.append(carry.coefficients(r, stream))
+                else:
+                    pairs.append(coefficients(r, p, n, z, bias, activation, stream))
         if nonnegative and len(pairs) == 2 and _batched(z):
             return _backward_batched(layer, x, pairs)
         return [_backward(layer, x, nonnegative, alpha, beta) for alpha, beta in pairs]
+
+
+def _after_relu(p: Tensor, n: Tensor, t: Tensor, bias: Tensor | float, streams: tuple) -> list | None:
+    """:func:`coefficients` of both streams at a unit read by a ReLU, in the usual case: every unit with positive
+    relevance has t > 0 and P > 0, every one with negative relevance t > 0 and N > 0. There the ReLU drops no side,
+    and the stream rule carries the positive stream to the positive contributors only (α = R⁺ / (P + b⁺), β None:
+    nothing) and the negative stream to the negative ones only (β = R⁻ / (N + b⁻)), with no masks to form. None
+    when some unit with relevance is outside that case (the general rule then runs)."""
+    (positive, _), (negative, _) = streams
+    for side, r in ((p, positive), (n, negative)):
+        # 1 − sign(min(t, side)) is 0 exactly where t > 0 and side > 0
+        if _nonzero(torch.minimum(t, side).sign_().neg_().add_(1).mul_(r)):
+            return None
+    if isinstance(bias, Tensor):
+        pb, nb = p + bias.clamp(min=0), n - bias.clamp(max=0)
+    else:
+        pb, nb = p + max(bias, 0.0), n + max(-bias, 0.0)
+    return [(_ratio(positive, pb), None), (None, _ratio(negative, nb))]
 
 
 def _batched(z: Tensor) -> bool:
@@ -408,7 +432,7 @@ def _backward_batched(layer: Affine, x: Tensor, pairs: list) -> list[Tensor]:
     n = x.shape[0]
     totals: list[Tensor | None] = [None, None]
     for side, weight in ((0, layer.positive), (1, layer.minus)):
-        needed = [k for k, pair in enumerate(pairs) if _nonzero(pair[side])]
+        needed = [k for k, pair in enumerate(pairs) if _carries(pair[side])]
         if not needed:
             continue
         if len(needed) == 2:
@@ -452,16 +476,21 @@ def _sides(magnitude: Tensor, z: Tensor, bias: Tensor | float) -> tuple[Tensor, 
     return p, n
 
 
-def _backward(layer: Affine, x: Tensor, nonnegative: bool, alpha: Tensor, beta: Tensor) -> Tensor:
-    """R_i = Σ_j α_j c_ij⁺ + β_j |c_ij⁻| with c = W x: the transposed products the coefficients need."""
+def _backward(
+    layer: Affine, x: Tensor, nonnegative: bool, alpha: Tensor | None, beta: Tensor | None
+) -> Tensor:
+    """R_i = Σ_j α_j c_ij⁺ + β_j |c_ij⁻| with c = W x: the transposed products the coefficients need (None: a
+    side known to carry nothing)."""
+    if (alpha is None and not _carries(beta)) or (beta is None and not _carries(alpha)):
+        return torch.zeros_like(x)
     if alpha is beta:
         return layer.transpose(alpha, layer.absolute(), x).mul_(x.abs())
     if nonnegative:
         # x ≥ 0: R = x ⊙ (W⁺ᵀα + |W⁻|ᵀβ), one product when a side carries nothing (after a ReLU the
         # positive stream usually has only α, the negative one only β)
-        if not _nonzero(beta):
+        if not _carries(beta):
             return layer.transpose(alpha, layer.positive(), x).mul_(x)
-        if not _nonzero(alpha):
+        if not _carries(alpha):
             return layer.transpose(beta, layer.minus(), x).mul_(x)
         return _up(layer, x, alpha, beta).mul_(x)
     # the positive contributions of x⁺ and the negative ones of x⁻ get up = W⁺ᵀα + |W⁻|ᵀβ, the others
@@ -469,13 +498,19 @@ def _backward(layer: Affine, x: Tensor, nonnegative: bool, alpha: Tensor, beta: 
     if layer.narrow:
         # an image layer (its map is the answer): up ± down = |W|ᵀ(α + β), ±Wᵀ(α − β), so x⁺ up − x⁻ down
         # is two products with as few output channels as the image has
-        both = layer.transpose(alpha + beta, layer.absolute(), x).mul_(x.abs())
-        return both.add_(layer.transpose(alpha.sub(beta), layer.weight, x).mul_(x)).mul_(0.5)
+        if beta is None:
+            total, difference = alpha, alpha
+        elif alpha is None:
+            total, difference = beta, beta.neg()
+        else:
+            total, difference = alpha + beta, alpha - beta
+        both = layer.transpose(total, layer.absolute(), x).mul_(x.abs())
+        return both.add_(layer.transpose(difference, layer.weight, x).mul_(x)).mul_(0.5)
     # elsewhere up and down are formed apart, so a contributor that gets nothing gets exactly 0: one product
     # over [W⁺, |W⁻|] where one side carries nothing (a unit read by a ReLU), else down = up + Wᵀ(β − α)
-    if not _nonzero(beta):
+    if not _carries(beta):
         up, down = layer.transpose_sides(alpha, x)
-    elif not _nonzero(alpha):
+    elif not _carries(alpha):
         down, up = layer.transpose_sides(beta, x)
     else:
         up = _up(layer, x, alpha, beta)
