@@ -85,9 +85,10 @@ class Ledger:
     def add(self, name: str | None, *relevance: Tensor) -> None:
         if name is None:
             return
-        total = relevance[0].detach().flatten(1).sum(1)
-        for r in relevance[1:]:
-            total = total + r.detach().flatten(1).sum(1)
+        total = None
+        for r in relevance:
+            part = r.detach().sum(tuple(range(1, r.ndim))) if r.ndim > 1 else r.detach()
+            total = part if total is None else total + part
         previous = self.totals.get(name)
         self.totals[name] = total if previous is None else previous + total
 
