@@ -412,11 +412,15 @@ def _after_relu(p: Tensor, n: Tensor, t: Tensor, bias: Tensor | float, streams: 
         # 1 − sign(min(t, side)) is 0 exactly where t > 0 and side > 0
         if _nonzero(torch.minimum(t, side).sign_().neg_().add_(1).mul_(r)):
             return None
-    if isinstance(bias, Tensor):
-        pb, nb = p + bias.clamp(min=0), n - bias.clamp(max=0)
-    else:
-        pb, nb = p + max(bias, 0.0), n + max(-bias, 0.0)
+    pb, nb = _with_bias(p, n, bias)
     return [(_ratio(positive, pb), None), (None, _ratio(negative, nb))]
+
+
+def _with_bias(p: Tensor, n: Tensor, bias: Tensor | float) -> tuple[Tensor, Tensor]:
+    """(P + b⁺, N + b⁻): the denominators of the stream rule's two sides."""
+    if isinstance(bias, Tensor):
+        return p + bias.clamp(min=0), n - bias.clamp(max=0)
+    return p + max(bias, 0.0), n + max(-bias, 0.0)
 
 
 def _batched(z: Tensor) -> bool:
@@ -531,10 +535,7 @@ class _Carry:
 
     def __init__(self, p: Tensor, n: Tensor, t: Tensor, bias: Tensor | float) -> None:
         self.some_p, self.lone, self.up = p.sign(), 1 - n.sign(), t.sign().clamp_(min=0)
-        if isinstance(bias, Tensor):
-            pb, nb = p + bias.clamp(min=0), n - bias.clamp(max=0)
-        else:
-            pb, nb = p + max(bias, 0.0), n + max(-bias, 0.0)
+        pb, nb = _with_bias(p, n, bias)
         self.inverse_p = pb.reciprocal_().nan_to_num_(0.0, 0.0, 0.0)
         self.inverse_n = nb.reciprocal_().nan_to_num_(0.0, 0.0, 0.0)
 

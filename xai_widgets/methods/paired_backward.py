@@ -25,7 +25,8 @@ from torch import Tensor
 def paired_grad(
     output: Tensor, source: Tensor, first: Tensor, second: Tensor, switch: Callable[[tuple | None], None]
 ) -> tuple[Tensor, Tensor]:
-    """(∂output/∂source)ᵀ applied to ``first`` and to ``second``: one backward pass, zeros where nothing arrives."""
+    """(∂output/∂source)ᵀ applied to ``first`` and to ``second`` (``source`` a leaf): one backward pass, zeros
+    where nothing arrives."""
     pending: dict[Any, dict[int, Tensor]] = {}
     root = output.grad_fn
     if root is None:
