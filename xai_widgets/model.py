@@ -589,8 +589,14 @@ class ModelAdapter:
         (which returns the output with a modified backward, see ``xai_widgets.methods.rules``), and
         ``context(module)``, a context manager entered while the rule is active.
         """
-        forward = {m: r.forward_hook for m, r in assignment.items() if hasattr(r, "forward_hook")}
-        pre = {m: r.forward_pre_hook for m, r in assignment.items() if hasattr(r, "forward_pre_hook")}
+        forward = {
+            m: _unobserved(r.forward_hook) for m, r in assignment.items() if hasattr(r, "forward_hook")
+        }
+        pre = {
+            m: _unobserved(r.forward_pre_hook)
+            for m, r in assignment.items()
+            if hasattr(r, "forward_pre_hook")
+        }
         with contextlib.ExitStack() as stack:
             for module, rule in assignment.items():
                 if hasattr(rule, "context"):
@@ -839,6 +845,18 @@ def _counter(counts: dict[nn.Module, int]) -> Callable:
         counts[module] += 1
 
     return count
+
+
+def _unobserved(hook: Callable) -> Callable:
+    """``hook`` run with torch-function handling off: a rule's hook is rule machinery, which the interception
+    modes (:mod:`.methods.intercept`) leave alone anyway; without this each of its tensor calls would still
+    enter the mode's Python handler only to be passed through."""
+
+    def run(*args: Any) -> Any:
+        with torch._C.DisableTorchFunction():
+            return hook(*args)
+
+    return run
 
 
 def _describe(value: Any) -> str:
