@@ -268,6 +268,23 @@ def test_an_operation_without_rule_raises_naming_it():
         xw.explain(model, torch.randn(2, 3), 0, "backtrace")
 
 
+class _PadsItself(nn.Conv2d):
+    """Like timm's Conv2dSame: the forward pads on its own, so the module's attributes do not describe the call."""
+
+    def forward(self, x):
+        return F.conv2d(F.pad(x, (1, 1, 1, 1)), self.weight, self.bias, self.stride, 0)
+
+
+def test_a_convolution_with_its_own_forward_raises_naming_it():
+    model = nn.Sequential(_PadsItself(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 2)).eval()
+    for method in ("backtrace", "backtrace_contrastive"):
+        with (
+            unchanged(model),
+            pytest.raises(UnsupportedModelError, match=r"_PadsItself \('0'\).*own forward"),
+        ):
+            xw.explain(model, torch.randn(1, 3, 6, 6), 0, method)
+
+
 def test_multiplier_scales_and_is_validated():
     model = _mlp()
     x = torch.randn(2, 6, generator=torch.Generator().manual_seed(0))

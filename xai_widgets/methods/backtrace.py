@@ -63,8 +63,11 @@ product per stream where one side carries it (W⁺ᵀα for the positive stream 
 negative one) and two where both do (a unit read by a residual add); on resnet18 that convolution work alone
 is about 2× the forward+backward floor. At a unit read by a ReLU the two streams usually need no masks at all
 (:func:`_after_relu`); the other fast paths use float 0/1 masks (boolean ones cost far more on the CPU). On the
-CPU a large unit's rule runs over slices of the batch (:func:`_by_samples`), and an image layer's strided
-transpose runs as a stride-1 convolution (:func:`.rules.subpixel_transpose`).
+CPU a large unit's rule runs over slices of the batch (:func:`_by_samples`), an image layer's strided
+transpose runs as a stride-1 convolution (:func:`.rules.subpixel_transpose`), and the convolutions with large
+weights (the unit's own in the forward, run without the autograd graph the rule replaces, |W| x and the
+transposed products) use weights kept in oneDNN's layout (:mod:`.packed_conv`): at a batch of one, reordering
+and reading the weight is much of such a convolution's time.
 """
 
 from __future__ import annotations
@@ -82,11 +85,13 @@ from ..errors import MethodError, UnsupportedModelError
 from ..explanation import Explanation
 from ..model import ModelAdapter
 from ..registry import register_method
+from . import packed_conv
 from .canonizers import AVERAGE_MODULES, MergeBatchNorm, inplace_error
+from .composites import STANDARD_FORWARD
 from .gating import gate_multiply, gate_operands
 from .intercept import ModuleStack, OpCall, OpRules, tensors
 from .paired_backward import paired_grad
-from .rules import Affine, Ledger, LinearRule, PassThrough
+from .rules import Affine, Ledger, LinearRule, PassThrough, Unsupported, derived_weight
 
 
 # ------------------------------------------------------------------------------------------- activations
@@ -409,8 +414,8 @@ def _after_relu(p: Tensor, n: Tensor, t: Tensor, bias: Tensor | float, streams: 
     when some unit with relevance is outside that case (the general rule then runs)."""
     (positive, _), (negative, _) = streams
     for side, r in ((p, positive), (n, negative)):
-        # 1 − sign(min(t, side)) is 0 exactly where t > 0 and side > 0
-        if _nonzero(torch.minimum(t, side).sign_().neg_().add_(1).mul_(r)):
+        # sign(min(t, side)) − 1 is 0 exactly where t > 0 and side > 0
+        if _nonzero(torch.minimum(t, side).sign_().sub_(1).mul_(r)):
             return None
     pb, nb = _with_bias(p, n, bias)
     return [(_ratio(positive, pb), None), (None, _ratio(negative, nb))]
@@ -424,10 +429,12 @@ def _with_bias(p: Tensor, n: Tensor, bias: Tensor | float) -> tuple[Tensor, Tens
 
 
 def _batched(z: Tensor) -> bool:
-    """Whether the two streams' products with one weight run as one product over both (batch 2N): on a GPU
-    always, on the CPU for small maps (≤ 16×16), where oneDNN runs a batch of two faster than two batches of
-    one and slower for larger maps."""
-    return z.device.type != "cpu" or z.ndim < 3 or z[0, 0].numel() <= 256
+    """Whether the two streams' products with one weight run as one product over both (batch 2N): on a GPU, for
+    a Linear unit, and on the CPU where the batch's maps are small (N·H·W ≤ 256, resnet18's last two stages at
+    batch 1). There a product does little arithmetic per weight element and its time goes to reading the weight
+    from memory, which one product over both streams does once; for larger maps the copies that join and
+    split the streams cost more."""
+    return z.device.type != "cpu" or z.ndim < 3 or z.shape[0] * z[0, 0].numel() <= 256
 
 
 def _backward_batched(layer: Affine, x: Tensor, pairs: list) -> list[Tensor]:
@@ -436,7 +443,7 @@ def _backward_batched(layer: Affine, x: Tensor, pairs: list) -> list[Tensor]:
     n = x.shape[0]
     totals: list[Tensor | None] = [None, None]
     for side, weight in ((0, layer.positive), (1, layer.minus)):
-        needed = [k for k, pair in enumerate(pairs) if _carries(pair[side])]
+        needed = [k for k, pair in enumerate(pairs) if pair[side] is not None]
         if not needed:
             continue
         if len(needed) == 2:
@@ -485,18 +492,21 @@ def _backward(
 ) -> Tensor:
     """R_i = Σ_j α_j c_ij⁺ + β_j |c_ij⁻| with c = W x: the transposed products the coefficients need (None: a
     side known to carry nothing)."""
+    if nonnegative:
+        # x ≥ 0: R = x ⊙ (W⁺ᵀα + |W⁻|ᵀβ), one product where a side is None (after a ReLU the positive stream
+        # has only α, the negative one only β). A side that happens to be all zero costs a product but needs no
+        # test: its product adds exact zeros (the tests cost more than the rare product they would save).
+        if alpha is beta:
+            return layer.transpose(alpha, layer.absolute(), x).mul_(x)
+        if beta is None:
+            return layer.transpose(alpha, layer.positive(), x).mul_(x)
+        if alpha is None:
+            return layer.transpose(beta, layer.minus(), x).mul_(x)
+        return _up(layer, x, alpha, beta).mul_(x)
     if (alpha is None and not _carries(beta)) or (beta is None and not _carries(alpha)):
         return torch.zeros_like(x)
     if alpha is beta:
         return layer.transpose(alpha, layer.absolute(), x).mul_(x.abs())
-    if nonnegative:
-        # x ≥ 0: R = x ⊙ (W⁺ᵀα + |W⁻|ᵀβ), one product when a side carries nothing (after a ReLU the
-        # positive stream usually has only α, the negative one only β)
-        if not _carries(beta):
-            return layer.transpose(alpha, layer.positive(), x).mul_(x)
-        if not _carries(alpha):
-            return layer.transpose(beta, layer.minus(), x).mul_(x)
-        return _up(layer, x, alpha, beta).mul_(x)
     # the positive contributions of x⁺ and the negative ones of x⁻ get up = W⁺ᵀα + |W⁻|ᵀβ, the others
     # down = |W⁻|ᵀα + W⁺ᵀβ
     if layer.narrow:
@@ -693,6 +703,7 @@ class _Ops:
         handlers.update(dict.fromkeys(_ADD | _SUB | _RSUB, self._sum))
         handlers.update(dict.fromkeys(_AVERAGE, self._average))
         handlers.update(dict.fromkeys(_MUL | _DIV, self._product))
+        handlers[torch.conv2d] = self._convolution
         self.handlers = handlers
 
     def tracked(self, t: Any) -> bool:
@@ -727,6 +738,26 @@ class _Ops:
         if spec.gate:
             self.state.gates[id(out)] = out
         return call.finish(out)
+
+    def _convolution(self, call: OpCall) -> Any:
+        """A Conv2d's own convolution, run without its autograd graph (the unit's rule replaces it: its hook
+        attaches the rule to the output) and with the weight in oneDNN's layout (:mod:`.packed_conv`, which
+        returns None, and the call then runs as made, wherever it does not apply)."""
+        module = call.module
+        names = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
+        given = dict(zip(names, call.args)) | call.kwargs
+        x, weight, bias = given.get("input"), given.get("weight"), given.get("bias")
+        if not isinstance(module, nn.Conv2d) or weight is not module.weight or not self.tracked(x):
+            return NotImplemented
+        geometry = {key: given[key] for key in names[3:] if key in given}
+        own = derived_weight(module.weight, "own", module.weight.detach)
+        with torch.no_grad():
+            out = packed_conv.conv(x.detach(), own, **geometry)
+            if out is None:
+                return NotImplemented
+            if bias is not None:
+                out += bias.detach().view(1, -1, 1, 1)
+        return out
 
     def _sum(self, call: OpCall) -> Any:
         a, b = (*call.args, None, None)[:2]
@@ -821,11 +852,15 @@ class _Ops:
 
 
 # ------------------------------------------------------------------------------------------------ driver
-def _assign(model: nn.Module, state: _State) -> dict[nn.Module, Any]:
+def _assign(model: nn.Module, state: _State, method: str) -> dict[nn.Module, Any]:
     merge = MergeBatchNorm()
     assignment: dict[nn.Module, Any] = {}
     for name, module in model.named_modules():
         if isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+            if type(module).forward not in STANDARD_FORWARD:  # e.g. timm's Conv2dSame, which pads by itself
+                reason = f"a {type(module).__name__} subclass with its own forward"
+                assignment[module] = Unsupported(method, reason).bind(name or "model", None)
+                continue
             assignment[module] = merge.track(BacktraceAffine(state).bind(name or "model", state.passed))
         elif isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)):
             assignment[module] = merge.norm(BacktraceAffine(state).bind(name or "model", state.passed))
@@ -859,7 +894,7 @@ def attribute(
     source = x.detach().clone().requires_grad_(True)
     state = _State()
     ops = _Ops(state, source, method)
-    assignment = _assign(adapter.model, state)
+    assignment = _assign(adapter.model, state, method)
     try:
         with contextlib.ExitStack() as stack:
             stack.enter_context(adapter.evaluating())

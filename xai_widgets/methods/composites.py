@@ -95,7 +95,7 @@ _ELEMENTWISE = (
     nn.LogSigmoid,
 )
 _CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
-_STANDARD_FORWARD = {cls.forward for cls in (nn.Linear, *_CONV)}
+STANDARD_FORWARD = {cls.forward for cls in (nn.Linear, *_CONV)}
 
 
 @dataclass
@@ -128,7 +128,7 @@ class LRPComposite:
         merge = MergeBatchNorm()
         assignment: dict[nn.Module, Rule] = {}
         for name, module in model.named_modules():
-            if isinstance(module, (nn.Linear, *_CONV)) and type(module).forward in _STANDARD_FORWARD:
+            if isinstance(module, (nn.Linear, *_CONV)) and type(module).forward in STANDARD_FORWARD:
                 rule = self.dense if isinstance(module, nn.Linear) else self.conv
                 first = None if self.first is None else self.first.bind(name, ledger)
                 assignment[module] = merge.track(rule.bind(name, ledger), first)

@@ -31,6 +31,7 @@ from torch import Tensor, nn
 from torch.utils.weak import WeakIdKeyDictionary
 
 from ..errors import MethodError, UnsupportedModelError
+from . import packed_conv
 
 Bound = float | Tensor | None
 
@@ -348,7 +349,9 @@ class Affine:
             return x * _channel(weight, x)
         if isinstance(self.module, nn.Linear):
             return F.linear(x, weight)
-        return self.module._conv_forward(x, weight, None)
+        geometry = packed_conv.of_module(self.module)
+        out = None if geometry is None else packed_conv.conv(x, weight, **geometry)
+        return self.module._conv_forward(x, weight, None) if out is None else out
 
     def transpose(self, s: Tensor, weight: Tensor, x: Tensor) -> Tensor:
         """(∂(W x)/∂x)ᵀ s for any weight W of the module's shape: one transposed convolution (or matmul)."""
@@ -360,6 +363,10 @@ class Affine:
         if conv.padding_mode == "zeros" and not isinstance(conv.padding, str):
             if _subpixel(conv, weight):
                 return subpixel_transpose(s, weight, conv.stride[0], conv.padding, x.shape[-2:])
+            geometry = packed_conv.of_module(conv)
+            out = None if geometry is None else packed_conv.conv_transpose(s, weight, x.shape[2:], **geometry)
+            if out is not None:
+                return out
             dims = weight.ndim - 2
             return torch.ops.aten.convolution_backward(
                 s,
@@ -501,6 +508,7 @@ def derived_weight(
         if entries is None:
             entries = _DERIVED[param] = {}
         entries[key] = (stamp, None if scale is None else scale.clone(), value)
+        packed_conv.keep(value)
     return value
 
 
