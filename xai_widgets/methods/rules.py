@@ -466,7 +466,7 @@ def subpixel_transpose(s: Tensor, weight: Tensor, stride: int, padding: tuple, s
     """
     out_channels, in_channels, kh, kw = weight.shape
     taps = -(-max(kh, kw) // stride)
-    stamp = (weight._version, weight.data_ptr(), tuple(weight.shape), weight.dtype, weight.device)
+    stamp = _stamp(weight)
     hit = _SUBPIXEL.get(weight)
     if hit is None or hit[0] != stamp:
         padded = F.pad(weight.detach(), (0, stride * taps - kw, 0, stride * taps - kh))
@@ -497,7 +497,7 @@ def derived_weight(
     The parameter is referenced weakly, nothing is stored on the model, and :func:`clear_weight_cache` empties
     it. Derived weights of parameters over 2²⁴ elements (VGG's first dense layer) are not kept.
     """
-    stamp = (param._version, param.data_ptr(), tuple(param.shape), param.dtype, param.device)
+    stamp = _stamp(param)
     entries = _DERIVED.get(param)
     hit = None if entries is None else entries.get(key)
     if hit is not None and hit[0] == stamp and _same(hit[1], scale):
@@ -510,6 +510,11 @@ def derived_weight(
         entries[key] = (stamp, None if scale is None else scale.clone(), value)
         packed_conv.keep(value)
     return value
+
+
+def _stamp(tensor: Tensor) -> tuple:
+    """What changes when a tensor is modified in place or its storage replaced: the key of a cached derivative."""
+    return (tensor._version, tensor.data_ptr(), tuple(tensor.shape), tensor.dtype, tensor.device)
 
 
 def _same(a: Tensor | None, b: Tensor | None) -> bool:
